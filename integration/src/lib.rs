@@ -1,1 +1,32 @@
-//! placeholder
+//! End-to-end tests and benchmarks for linkerd-lite, with real processes.
+//!
+//! The library half is test support shared by every crate's tests: polling
+//! assertions and the external validators the tests run (`kubernetes-validate`). It
+//! depends on no other linkerd-lite crate, so any crate can use it as a
+//! dev-dependency. The end-to-end tests themselves live in `tests/`.
+//!
+//! # Layout
+//!
+//! - [`kubeval`]: runs PyPI's `kubernetes-validate --strict`, bootstrapping a venv.
+//! - [`assert_eventually!`]: polls a condition with a deadline.
+
+pub mod kubeval;
+
+/// Polls `$cond` every 20 ms until it holds or `$timeout` passes, then panics with
+/// the message. For conditions that depend on another process; logic that depends on
+/// time alone is tested on tokio's paused clock instead.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $timeout:expr, $($msg:tt)+) => {{
+        let deadline = ::std::time::Instant::now() + $timeout;
+        loop {
+            if $cond {
+                break;
+            }
+            if ::std::time::Instant::now() > deadline {
+                panic!($($msg)+);
+            }
+            ::std::thread::sleep(::std::time::Duration::from_millis(20));
+        }
+    }};
+}
