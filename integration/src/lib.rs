@@ -8,9 +8,13 @@
 //! # Layout
 //!
 //! - [`kubeval`]: runs PyPI's `kubernetes-validate --strict`, bootstrapping a venv.
+//! - [`netns`]: pods as network namespaces on a bridge, for interception tests.
+//! - [`process`]: workspace binaries and child processes stopped on drop.
 //! - [`assert_eventually!`]: polls a condition with a deadline.
 
 pub mod kubeval;
+pub mod netns;
+pub mod process;
 
 /// Polls `$cond` every 20 ms until it holds or `$timeout` passes, then panics with
 /// the message. For conditions that depend on another process; logic that depends on
