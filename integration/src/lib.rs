@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //!
+//! - [`demo`]: the "shop" canary demo as local-mode YAML.
 //! - [`kubeval`]: runs PyPI's `kubernetes-validate --strict`, bootstrapping a venv.
 //! - [`netns`]: pods as network namespaces on a bridge, for interception tests.
 //! - [`process`]: workspace binaries and child processes stopped on drop.
 //! - [`assert_eventually!`]: polls a condition with a deadline.
 
+pub mod demo;
 pub mod kubeval;
 pub mod netns;
 pub mod process;

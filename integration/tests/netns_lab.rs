@@ -1,5 +1,7 @@
 //! The lab itself: two pods on one bridge reach each other.
 
+#![allow(clippy::expect_used)]
+
 use std::time::Duration;
 
 use integration::netns::Lab;
