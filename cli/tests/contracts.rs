@@ -89,7 +89,12 @@ fn injected_proxy_env_is_accepted_by_the_proxy() {
         .keys()
         .filter(|k| k.starts_with("LINKERD_LITE_PROXY_"))
         .collect();
-    assert_eq!(names.len(), 11, "{names:?}");
+    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(
+        config.inbound_workload.as_deref(),
+        Some(r#"{"ns":"emojivoto","pod":"web-7c9f6d8b5-x2k4q"}"#),
+        "the proxy can look up its own inbound policy"
+    );
 }
 
 #[test]

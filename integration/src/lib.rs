@@ -1,15 +1,17 @@
 //! End-to-end tests and benchmarks for linkerd-lite, with real processes.
 //!
-//! The library half is test support shared by every crate's tests: polling
-//! assertions and the external validators the tests run (`kubernetes-validate`). It
-//! depends on no other linkerd-lite crate, so any crate can use it as a
-//! dev-dependency. The end-to-end tests themselves live in `tests/`.
+//! The library half is shared test support: polling assertions, the external
+//! validator the tests run (`kubernetes-validate`), network-namespace pods, and the
+//! whole demo mesh ([`shop`]) that both the end-to-end tests and the local demo
+//! (`mesh-demo`) start. Other crates use it as a dev-dependency. The end-to-end tests
+//! themselves live in `tests/`.
 //!
 //! # Layout
 //!
 //! - [`demo`]: the "shop" canary demo as local-mode YAML.
 //! - [`kubeval`]: runs PyPI's `kubernetes-validate --strict`, bootstrapping a venv.
 //! - [`netns`]: pods as network namespaces on a bridge, for interception tests.
+//! - [`shop`]: the whole demo mesh in network namespaces, as tests and the demo use it.
 //! - [`process`]: workspace binaries and child processes stopped on drop.
 //! - [`assert_eventually!`]: polls a condition with a deadline.
 
@@ -17,6 +19,7 @@ pub mod demo;
 pub mod kubeval;
 pub mod netns;
 pub mod process;
+pub mod shop;
 
 /// Polls `$cond` every 20 ms until it holds or `$timeout` passes, then panics with
 /// the message. For conditions that depend on another process; logic that depends on

@@ -267,6 +267,11 @@ fn proxy_container(cfg: &InjectConfig) -> Value {
         env("IDENTITY_TOKEN_FILE", format!("{TOKEN_DIR}/{TOKEN_FILE}")),
         env("IDENTITY_TRUST_ANCHORS", cfg.trust_anchors_pem.clone()),
         env("IDENTITY_DIR", IDENTITY_DIR),
+        // The pod, so the proxy can watch its inbound policy (TrafficTargets).
+        env(
+            "INBOUND_WORKLOAD",
+            r#"{"ns":"$(_pod_ns)","pod":"$(_pod_name)"}"#,
+        ),
         env(
             "INBOUND_LISTEN_ADDR",
             format!("0.0.0.0:{}", ports::PROXY_INBOUND),
