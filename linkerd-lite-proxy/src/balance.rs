@@ -242,6 +242,30 @@ impl<T: Send + Sync + 'static> Balancer<T> {
         Some((st.slots.clone(), st.not_found, st.rx.clone()))
     }
 
+    /// Waits, at most `max`, until discovery has answered at all.
+    pub async fn resolved(&self, max: Duration) {
+        let deadline = Instant::now() + max;
+        loop {
+            let Some(mut rx) = self.state.lock().ok().map(|st| st.rx.clone()) else {
+                return;
+            };
+            if *rx.borrow_and_update() != Resolution::Pending {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether discovery marks every endpoint as opaque (and there is at least one).
+    pub fn is_opaque(&self) -> bool {
+        self.snapshot().is_some_and(|(slots, _, _)| {
+            !slots.is_empty() && slots.iter().all(|s| s.endpoint.opaque)
+        })
+    }
+
     /// Picks an endpoint, waiting for discovery if there is none yet.
     pub async fn pick(&self) -> Result<Pick<T>, PickError> {
         let deadline = Instant::now() + self.config.failfast;
@@ -323,6 +347,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             identity: None,
             h2: false,
+            opaque: false,
             opaque_transport_port: None,
             weight: 1,
             labels: Arc::from(Vec::new()),
@@ -433,6 +458,26 @@ mod tests {
         for w in waiters {
             assert_eq!(w.await.unwrap(), Err(PickError::NoEndpoints));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolved_waits_for_the_first_answer_and_reports_opaque_targets() {
+        let (tx, rx) = watch::channel(Resolution::Pending);
+        let b = Balancer::new(rx, config(), |_| ());
+        let start = Instant::now();
+        b.resolved(Duration::from_millis(500)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500), "bounded wait");
+        assert!(!b.is_opaque());
+        let mut opaque = (*ep(25)).clone();
+        opaque.opaque = true;
+        let opaque = Arc::new(opaque);
+        tx.send_replace(Resolution::Endpoints(Arc::new(
+            [(opaque.addr, opaque.clone())].into_iter().collect(),
+        )));
+        let start = Instant::now();
+        b.resolved(Duration::from_millis(500)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(b.is_opaque());
     }
 
     #[tokio::test]

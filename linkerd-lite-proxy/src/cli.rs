@@ -1,7 +1,7 @@
-//! Command-line parsing and the two entry points: run the proxy, or install the
-//! iptables redirect.
+//! Command-line parsing and the entry points: run the proxy, install the iptables
+//! redirect, or wait for a running proxy to become ready.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{io::Write as _, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -21,6 +21,15 @@ enum Cmd {
     Run,
     /// Install the iptables redirect through the proxy (run as root in the init container).
     Init(InitArgs),
+    /// Wait until the proxy's admin `/ready` answers 200 (e.g. as a postStart hook).
+    ///
+    /// The admin address comes from `LINKERD_LITE_PROXY_ADMIN_LISTEN_ADDR`, as for the
+    /// proxy (default port 4191, polled over loopback).
+    AwaitReady {
+        /// How long to wait before giving up with exit status 1.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -29,6 +38,7 @@ pub fn main() -> ExitCode {
         Cmd::Run => run(),
         Cmd::Init(init) => linkerd_lite_proxy::init::apply(&init, &mut std::io::stdout())
             .context("installing iptables rules"),
+        Cmd::AwaitReady { timeout } => await_ready(timeout),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +75,26 @@ fn run() -> anyhow::Result<()> {
         proxy.run().await;
         Ok(())
     })
+}
+
+fn await_ready(timeout: Duration) -> anyhow::Result<()> {
+    let admin = linkerd_lite_proxy::env::admin_addr(|name| std::env::var(name).ok())
+        .context("invalid configuration")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let interval = Duration::from_millis(200);
+    let took = rt.block_on(linkerd_lite_proxy::ready::await_ready(
+        admin, timeout, interval,
+    ))?;
+    let took = humantime::format_duration(Duration::from_millis(took.as_millis() as u64));
+    // A closed stdout must not turn success into failure.
+    let _ = writeln!(
+        std::io::stdout(),
+        "linkerd-lite-proxy: proxy is ready (after {took})"
+    );
+    Ok(())
 }
 
 type Ready = Box<dyn Fn() -> bool + Send + Sync>;

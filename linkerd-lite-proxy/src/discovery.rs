@@ -17,6 +17,8 @@ use linkerd2_proxy_api::destination::{
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
+use crate::profile::{self, Profile};
+
 /// One endpoint of a target, as discovery describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -26,6 +28,8 @@ pub struct Endpoint {
     pub identity: Option<Arc<str>>,
     /// Whether the peer is a proxy that accepts HTTP/1 upgraded to HTTP/2.
     pub h2: bool,
+    /// Whether the endpoint's traffic is opaque TCP (no protocol detection).
+    pub opaque: bool,
     /// The peer proxy's inbound port, to connect to with a transport header.
     pub opaque_transport_port: Option<u16>,
     /// Load-balancing weight (informational; p2c ignores it).
@@ -67,6 +71,18 @@ pub struct Resolver {
 #[derive(Debug)]
 pub struct ResolutionTask(Option<JoinHandle<()>>);
 
+impl ResolutionTask {
+    /// No task: nothing to abort.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// Spawns `fut`, aborted when the returned handle drops.
+    pub(crate) fn spawn(fut: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(tokio::spawn(fut)))
+    }
+}
+
 impl Drop for ResolutionTask {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
@@ -87,6 +103,12 @@ impl Resolver {
             client: channel.map(DestinationClient::new),
             context: context.into(),
         }
+    }
+
+    /// Starts watching the profile (traffic split) of `path`, an authority
+    /// `name:port` or `ip:port`.
+    pub fn profile(&self, path: &str) -> (watch::Receiver<Profile>, ResolutionTask) {
+        profile::watch_profile(self.client.clone(), path, &self.context)
     }
 
     /// Starts resolving `path` (an authority `name:port` or `ip:port`).
@@ -220,6 +242,7 @@ fn convert(
         addr,
         identity,
         h2: matches!(hint.protocol, Some(protocol_hint::Protocol::H2(_))),
+        opaque: matches!(hint.protocol, Some(protocol_hint::Protocol::Opaque(_))),
         opaque_transport_port: hint
             .opaque_transport
             .and_then(|o| u16::try_from(o.inbound_port).ok())

@@ -270,6 +270,15 @@ impl Config {
     }
 }
 
+/// Only the admin server's address (`ADMIN_LISTEN_ADDR`), read through `lookup`;
+/// for `await-ready`, which needs nothing else.
+pub fn admin_addr(lookup: impl Fn(&str) -> Option<String>) -> Result<SocketAddr, EnvError> {
+    let env = Env { lookup: &lookup };
+    Ok(env
+        .parse("ADMIN_LISTEN_ADDR")?
+        .unwrap_or(Config::default().admin_addr))
+}
+
 /// Every variable with the proxy's prefix in the process environment, sorted, for the
 /// admin server's dump.
 pub fn dump_env() -> Vec<(String, String)> {

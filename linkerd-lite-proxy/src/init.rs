@@ -27,11 +27,19 @@ pub enum IptablesMode {
 }
 
 impl IptablesMode {
-    /// The binary to run.
+    /// The IPv4 binary to run.
     pub fn binary(self) -> &'static str {
         match self {
             Self::Nft => "iptables-nft",
             Self::Legacy => "iptables-legacy",
+        }
+    }
+
+    /// The IPv6 binary to run.
+    pub fn binary_v6(self) -> &'static str {
+        match self {
+            Self::Nft => "ip6tables-nft",
+            Self::Legacy => "ip6tables-legacy",
         }
     }
 }
@@ -57,6 +65,9 @@ pub struct InitArgs {
     /// iptables backend.
     #[arg(long, value_enum, default_value_t = IptablesMode::Legacy)]
     pub iptables_mode: IptablesMode,
+    /// Install the same rules for IPv6 (ip6tables) too.
+    #[arg(long)]
+    pub ipv6: bool,
     /// Print the commands without running them.
     #[arg(long)]
     pub dry_run: bool,
@@ -261,9 +272,24 @@ fn must(binary: &'static str, args: &[&str]) -> Result<(), InitError> {
     })
 }
 
-/// Applies the plan, writing each step to `out` as it goes.
+/// Applies the plan (for IPv4, and IPv6 when asked), writing each step to `out` as
+/// it goes.
 pub fn apply(args: &InitArgs, out: &mut dyn std::io::Write) -> Result<(), InitError> {
-    let bin = args.iptables_mode.binary();
+    let mut binaries = vec![args.iptables_mode.binary()];
+    if args.ipv6 {
+        binaries.push(args.iptables_mode.binary_v6());
+    }
+    for bin in binaries {
+        apply_with(bin, args, out)?;
+    }
+    Ok(())
+}
+
+fn apply_with(
+    bin: &'static str,
+    args: &InitArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<(), InitError> {
     for step in plan(args) {
         let _ = writeln!(out, "{bin} {}", step.display());
         if args.dry_run {
@@ -301,6 +327,7 @@ mod tests {
             skip_inbound_ports: parse_ports(skip_in).unwrap(),
             skip_outbound_ports: parse_ports(skip_out).unwrap(),
             iptables_mode: IptablesMode::Nft,
+            ipv6: false,
             dry_run: true,
         }
     }
@@ -326,6 +353,24 @@ mod tests {
                 "-t nat -A OUTPUT -j LINKERD_LITE_OUTPUT (unless present)",
             ]
         );
+    }
+
+    #[test]
+    fn ipv6_repeats_the_rules_with_ip6tables() {
+        let mut a = args("", "");
+        a.ipv6 = true;
+        let mut out = Vec::new();
+        apply(&a, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let v4 = text
+            .lines()
+            .filter(|l| l.starts_with("iptables-nft "))
+            .count();
+        let v6 = text
+            .lines()
+            .filter(|l| l.starts_with("ip6tables-nft "))
+            .count();
+        assert_eq!((v4, v6), (8, 8), "{text}");
     }
 
     #[test]

@@ -14,11 +14,13 @@
 //!   (accept → detect → http or tcp → balance → endpoint).
 //! - [`detect`]: protocol and TLS ClientHello detection.
 //! - [`discovery`] and [`balance`]: `Destination.Get` streams, p2c + peak EWMA.
+//! - [`profile`]: `Destination.GetProfile` streams and weighted traffic splits.
 //! - [`http`]: connectors, pooled clients, forwarding, errors as responses.
 //! - [`identity`]: the certified workload identity (certify loop, TLS configurations).
 //! - [`tls`]: the TLS seams, the transport header and the client-identity header.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin server.
 //! - [`init`]: the iptables rules of the init step.
+//! - [`ready`]: the `await-ready` poll of the admin server's `/ready`.
 //! - [`io`] and [`net`]: stream adaptors and socket helpers.
 
 pub mod admin;
@@ -34,5 +36,7 @@ pub mod io;
 pub mod metrics;
 pub mod net;
 pub mod outbound;
+pub mod profile;
 pub mod proxy;
+pub mod ready;
 pub mod tls;

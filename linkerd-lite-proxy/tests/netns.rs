@@ -145,6 +145,12 @@ async fn iptables_redirect_sends_pod_traffic_through_the_proxy() {
     );
 
     let app = app_server_on(SocketAddr::from((pod.host_ip, 8080)), "web", Duration::ZERO).await;
+    // A server-speaks-first service on a port that is not in the opaque list, which
+    // discovery marks opaque.
+    let smtp = speaks_first_server_on(SocketAddr::from((pod.host_ip, 2525))).await;
+    let dst = TestDestination::default();
+    let dst_addr = dst.spawn_on(SocketAddr::from((pod.host_ip, 0))).await;
+    dst.set(&smtp.to_string(), vec![Ep::opaque(smtp, "mail-0")]);
     pod.proxy = Some(
         Command::new("ip")
             .args([
@@ -153,6 +159,8 @@ async fn iptables_redirect_sends_pod_traffic_through_the_proxy() {
             .args(["--clear-groups", bin])
             .env_clear()
             .env("LINKERD_LITE_PROXY_ADMIN_LISTEN_ADDR", "0.0.0.0:9990")
+            .env("LINKERD_LITE_PROXY_DESTINATION_ADDR", dst_addr.to_string())
+            .env("LINKERD_LITE_PROXY_DETECT_TIMEOUT", "10s")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -184,6 +192,21 @@ async fn iptables_redirect_sends_pod_traffic_through_the_proxy() {
     let reply = pod.curl(app, "/hello");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("web /hello"), "{reply}");
+
+    // The opaque hint skips detection: the greeting arrives without the 10 s wait.
+    let start = std::time::Instant::now();
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/{}; timeout 15 head -c 11 <&3",
+        smtp.ip(),
+        smtp.port()
+    );
+    let greeting = pod.exec(&["bash", "-c", &script]);
+    assert_eq!(greeting, "220 ready\r\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
 
     let m = H1::connect(admin)
         .await

@@ -59,8 +59,10 @@ async fn handle(
     });
     let mut io = CountingIo::new(tcp, conn.read.clone(), conn.write.clone());
 
-    if let Some(dst) = orig.filter(|d| outbound.config.outbound_opaque_ports.contains(&d.port())) {
-        return tcp::forward(&outbound, Box::new(io), &dst.to_string(), Dest::Addr(dst)).await;
+    if let Some(dst) = orig
+        && is_opaque(&outbound, dst).await
+    {
+        return tcp::forward(&outbound, Box::new(io), &addr_key(dst), Dest::Addr(dst)).await;
     }
     let mut buf = BytesMut::with_capacity(1024);
     let protocol = match detect::detect(&mut io, &mut buf, outbound.config.detect_timeout).await {
@@ -89,6 +91,22 @@ async fn handle(
     }
     drop(conn);
 }
+
+/// Whether a redirected connection is opaque: its port is configured so, or
+/// discovery hints that its endpoints are (e.g. a Service's opaque-ports annotation).
+/// Waits briefly for the target's first discovery answer; a server that speaks first
+/// then never waits for the detect timeout.
+async fn is_opaque(outbound: &Outbound, dst: SocketAddr) -> bool {
+    if outbound.config.outbound_opaque_ports.contains(&dst.port()) {
+        return true;
+    }
+    let target = outbound.target(&addr_key(dst), || Dest::Addr(dst));
+    target.balancer.resolved(DISCOVERY_WAIT).await;
+    target.balancer.is_opaque()
+}
+
+/// How long a new redirected connection waits for discovery before detecting.
+const DISCOVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The key of a target named by an original destination.
 pub(super) fn addr_key(addr: SocketAddr) -> String {

@@ -68,7 +68,8 @@ impl OutboundHttp {
         let authority = authority_of(&req)
             .or_else(|| self.orig.and_then(|o| o.to_string().parse().ok()))
             .ok_or(ProxyError::NoAuthority)?;
-        let target = self.target(&authority);
+        let root = self.target(&authority);
+        let target = self.outbound.backend(&root).await;
         let timeout = self.outbound.config.response_timeout;
         match target.balancer.pick().await {
             Ok(Pick::Endpoint(f)) => {

@@ -1,17 +1,19 @@
 //! Targets: what the outbound side sends to. Each has a discovery stream and a
-//! balancer, shared by every connection and dropped after an idle timeout.
+//! balancer, shared by every connection and dropped after an idle timeout. An HTTP
+//! target also watches its profile, whose traffic split may send each request to
+//! another target (a backend) instead.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::{sync::watch, time::Instant};
 
 use crate::{
     balance::{BalanceConfig, Balancer},
@@ -22,6 +24,7 @@ use crate::{
         forward::EndpointClients,
     },
     metrics::{Direction, HttpLabels, Metrics, TcpLabels},
+    profile::{self, Profile},
     tls::{SessionProtocol, TlsProvider, TransportHeader},
 };
 
@@ -48,6 +51,8 @@ pub struct Target {
     pub fallback: EndpointClients,
     last_used_ms: AtomicU64,
     _resolution: ResolutionTask,
+    /// The profile stream, opened by the first HTTP request.
+    profile: OnceLock<(watch::Receiver<Profile>, ResolutionTask)>,
 }
 
 impl Outbound {
@@ -102,9 +107,40 @@ impl Outbound {
             key: key.clone(),
             last_used_ms: AtomicU64::new(now),
             _resolution: task,
+            profile: OnceLock::new(),
         });
         targets.insert(key, target.clone());
         target
+    }
+
+    /// Where one HTTP request for `root` goes: a backend of its traffic split, drawn
+    /// in proportion to the weights, or `root` itself when it has no split. The
+    /// first request waits (up to the fail-fast timeout) for the profile, so a
+    /// split applies from the first request on.
+    pub async fn backend(&self, root: &Arc<Target>) -> Arc<Target> {
+        let mut rx = root
+            .profile
+            .get_or_init(|| self.resolver.profile(&root.key))
+            .0
+            .clone();
+        if *rx.borrow() == Profile::Pending {
+            let known = rx.wait_for(|p| *p != Profile::Pending);
+            let _ = tokio::time::timeout(self.config.failfast_timeout, known).await;
+        }
+        let chosen = {
+            let p = rx.borrow();
+            let picked = p
+                .overrides()
+                .and_then(|o| profile::pick(o, &mut rand::rng()));
+            match picked {
+                Some(o) if *o.authority != *root.key => o.authority.clone(),
+                _ => return root.clone(),
+            }
+        };
+        self.target(&chosen, || match chosen.parse::<SocketAddr>() {
+            Ok(a) => Dest::Addr(a),
+            Err(_) => Dest::Name(chosen.clone()),
+        })
     }
 
     /// Drops targets no connection holds that were unused for the idle timeout.

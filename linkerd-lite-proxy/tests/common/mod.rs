@@ -106,6 +106,7 @@ pub struct Ep {
     pub identity: Option<String>,
     pub inbound_port: Option<u16>,
     pub pod: String,
+    pub opaque: bool,
 }
 
 impl Ep {
@@ -115,6 +116,15 @@ impl Ep {
             identity: None,
             inbound_port: None,
             pod: pod.into(),
+            opaque: false,
+        }
+    }
+
+    /// A plain endpoint whose traffic discovery marks as opaque.
+    pub fn opaque(addr: SocketAddr, pod: &str) -> Self {
+        Self {
+            opaque: true,
+            ..Self::plain(addr, pod)
         }
     }
 
@@ -124,6 +134,7 @@ impl Ep {
             identity: Some(identity.into()),
             inbound_port: Some(inbound_port),
             pod: pod.into(),
+            opaque: false,
         }
     }
 
@@ -145,16 +156,26 @@ impl Ep {
                     api::tls_identity::DnsLikeIdentity { name: name.clone() },
                 )),
             }),
-            protocol_hint: self.identity.as_ref().map(|_| api::ProtocolHint {
-                opaque_transport: self.inbound_port.map(|p| protocol_hint::OpaqueTransport {
-                    inbound_port: u32::from(p),
-                }),
-                protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
-            }),
+            protocol_hint: if self.opaque {
+                Some(api::ProtocolHint {
+                    opaque_transport: None,
+                    protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
+                })
+            } else {
+                self.identity.as_ref().map(|_| api::ProtocolHint {
+                    opaque_transport: self.inbound_port.map(|p| protocol_hint::OpaqueTransport {
+                        inbound_port: u32::from(p),
+                    }),
+                    protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+                })
+            },
             ..Default::default()
         }
     }
 }
+
+/// A scripted traffic split: `(authority, weight)` backends.
+type Split = Vec<(String, u32)>;
 
 /// A destination service whose answers the test scripts.
 #[derive(Clone, Default)]
@@ -162,6 +183,9 @@ pub struct TestDestination {
     sets: Arc<Mutex<HashMap<String, watch::Sender<Vec<Ep>>>>>,
     policies: Arc<Mutex<HashMap<u32, inbound::Server>>>,
     pub lookups: Arc<Mutex<Vec<String>>>,
+    splits: Arc<Mutex<HashMap<String, watch::Sender<Split>>>>,
+    /// `GetProfile` streams currently open.
+    pub profile_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestDestination {
@@ -178,6 +202,28 @@ impl TestDestination {
         }
     }
 
+    /// Sets `path`'s profile to a traffic split over `(authority, weight)` backends;
+    /// open profile streams receive the new profile. Paths without a split answer
+    /// `GetProfile` with `Unimplemented`.
+    pub fn set_split(&self, path: &str, backends: &[(&str, u32)]) {
+        let backends: Vec<_> = backends.iter().map(|(a, w)| (a.to_string(), *w)).collect();
+        let mut splits = self.splits.lock().unwrap();
+        match splits.get(path) {
+            Some(tx) => {
+                tx.send_replace(backends);
+            }
+            None => {
+                splits.insert(path.to_string(), watch::channel(backends).0);
+            }
+        }
+    }
+
+    /// How many `GetProfile` streams are open.
+    pub fn open_profile_streams(&self) -> usize {
+        self.profile_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Sets the inbound policy of `port` (for any workload).
     pub fn set_policy(&self, port: u16, server: inbound::Server) {
         self.policies
@@ -188,7 +234,12 @@ impl TestDestination {
 
     /// Serves on a fresh loopback port.
     pub async fn spawn(&self) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.spawn_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves on `addr`.
+    pub async fn spawn_on(&self, addr: SocketAddr) -> SocketAddr {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = DestinationServer::new(self.clone());
         let policy = InboundServerPoliciesServer::new(self.clone());
@@ -281,9 +332,48 @@ impl Destination for TestDestination {
 
     async fn get_profile(
         &self,
-        _req: tonic::Request<api::GetDestination>,
+        req: tonic::Request<api::GetDestination>,
     ) -> Result<tonic::Response<Self::GetProfileStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("profiles are not scripted"))
+        use std::sync::atomic::Ordering;
+        let path = req.into_inner().path;
+        let watch = self
+            .splits
+            .lock()
+            .unwrap()
+            .get(&path)
+            .map(|s| s.subscribe());
+        let Some(mut watch) = watch else {
+            return Err(tonic::Status::unimplemented("profiles are not scripted"));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let open = self.profile_streams.clone();
+        open.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            loop {
+                let backends = watch.borrow_and_update().clone();
+                let profile = api::DestinationProfile {
+                    fully_qualified_name: path.clone(),
+                    dst_overrides: backends
+                        .into_iter()
+                        .map(|(authority, weight)| api::WeightedDst {
+                            authority,
+                            weight,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                };
+                if tx.send(Ok(profile)).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    r = watch.changed() => if r.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -505,7 +595,12 @@ pub async fn metrics(admin: SocketAddr) -> String {
 
 /// A TCP server that greets first ("220 ready"), then echoes.
 pub async fn speaks_first_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    speaks_first_server_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`speaks_first_server`] on `addr`.
+pub async fn speaks_first_server_on(addr: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
