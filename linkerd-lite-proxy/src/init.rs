@@ -108,20 +108,7 @@ impl Step {
 pub fn plan(args: &InitArgs) -> Vec<Step> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let mut steps = vec![Step::ResetChain(INBOUND_CHAIN)];
-    for chunk in port_chunks(&args.skip_inbound_ports) {
-        let mut rule = s(&[
-            "-A",
-            INBOUND_CHAIN,
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-        ]);
-        rule.push(chunk);
-        rule.extend(s(&["-j", "RETURN"]));
-        steps.push(Step::Append(rule));
-    }
+    steps.extend(skip_ports(INBOUND_CHAIN, &args.skip_inbound_ports));
     let inbound = args.inbound_port.to_string();
     steps.push(Step::Append(s(&[
         "-A",
@@ -158,20 +145,7 @@ pub fn plan(args: &InitArgs) -> Vec<Step> {
         "-j",
         "RETURN",
     ])));
-    for chunk in port_chunks(&args.skip_outbound_ports) {
-        let mut rule = s(&[
-            "-A",
-            OUTBOUND_CHAIN,
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-        ]);
-        rule.push(chunk);
-        rule.extend(s(&["-j", "RETURN"]));
-        steps.push(Step::Append(rule));
-    }
+    steps.extend(skip_ports(OUTBOUND_CHAIN, &args.skip_outbound_ports));
     let outbound = args.outbound_port.to_string();
     steps.push(Step::Append(s(&[
         "-A",
@@ -188,6 +162,22 @@ pub fn plan(args: &InitArgs) -> Vec<Step> {
         to: OUTBOUND_CHAIN,
     });
     steps
+}
+
+/// `RETURN` rules that leave the given destination ports alone, at most 15 ports a rule.
+fn skip_ports(chain: &str, ports: &BTreeSet<u16>) -> Vec<Step> {
+    port_chunks(ports)
+        .into_iter()
+        .map(|chunk| {
+            let mut rule: Vec<String> = ["-A", chain, "-p", "tcp", "-m", "multiport", "--dports"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            rule.push(chunk);
+            rule.extend(["-j".to_string(), "RETURN".to_string()]);
+            Step::Append(rule)
+        })
+        .collect()
 }
 
 /// `multiport` takes at most 15 ports per rule; ranges are written `lo:hi`.

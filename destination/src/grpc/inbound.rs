@@ -63,23 +63,14 @@ impl<D: Discover> api::inbound_server_policies_server::InboundServerPolicies for
         req: Request<api::PortSpec>,
     ) -> Result<Response<Self::WatchPortStream>, Status> {
         let rx = self.lookup(req.into_inner(), WATCH_PORT)?;
-        let guard = self.metrics.watcher(WATCH_PORT);
-        let state = Some((rx, true, self.metrics.clone(), guard));
-        let stream = futures::stream::unfold(state, |state| async move {
-            let (mut rx, first, metrics, guard) = state?;
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let current = rx.borrow_and_update().clone();
-            match current {
-                Some(server) => {
-                    metrics.sent(WATCH_PORT);
-                    Some((Ok(to_proto(&server)), Some((rx, false, metrics, guard))))
-                }
-                None => Some((Err(Status::not_found("pod was deleted")), None)),
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        // The pod went away: end the stream so the proxy falls back.
+        Ok(Response::new(super::policy_stream(
+            rx,
+            self.metrics.clone(),
+            WATCH_PORT,
+            "pod was deleted",
+            to_proto,
+        )))
     }
 }
 

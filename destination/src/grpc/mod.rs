@@ -71,6 +71,38 @@ impl Discover for Index {
 /// A boxed response stream.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
 
+/// Streams a policy `watch`: the current value at once, then every change, each
+/// converted by `to_proto`. When the value becomes `None` (the object was deleted) the
+/// stream ends with `NotFound` and `gone` as the message, so the proxy falls back.
+pub(crate) fn policy_stream<T, M>(
+    rx: tokio::sync::watch::Receiver<Option<Arc<T>>>,
+    metrics: Metrics,
+    rpc: &'static str,
+    gone: &'static str,
+    to_proto: fn(&T) -> M,
+) -> BoxStream<M>
+where
+    T: Send + Sync + 'static,
+    M: Send + 'static,
+{
+    let guard = metrics.watcher(rpc);
+    let state = Some((rx, true, metrics, guard));
+    Box::pin(futures::stream::unfold(state, move |state| async move {
+        let (mut rx, first, metrics, guard) = state?;
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let current = rx.borrow_and_update().clone();
+        match current {
+            Some(value) => {
+                metrics.sent(rpc);
+                Some((Ok(to_proto(&value)), Some((rx, false, metrics, guard))))
+            }
+            None => Some((Err(tonic::Status::not_found(gone)), None)),
+        }
+    }))
+}
+
 /// How long a proxy may take to send the first bytes before detection gives up.
 pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -99,24 +99,14 @@ impl<D: Discover> api::outbound_policies_server::OutboundPolicies for OutboundSe
         req: Request<api::TrafficSpec>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let rx = self.lookup(req.into_inner(), WATCH)?;
-        let guard = self.metrics.watcher(WATCH);
-        let state = Some((rx, true, self.metrics.clone(), guard));
-        let stream = futures::stream::unfold(state, |state| async move {
-            let (mut rx, first, metrics, guard) = state?;
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let current = rx.borrow_and_update().clone();
-            match current {
-                Some(policy) => {
-                    metrics.sent(WATCH);
-                    Some((Ok(to_proto(&policy)), Some((rx, false, metrics, guard))))
-                }
-                // The Service went away: end the stream so the proxy falls back.
-                None => Some((Err(Status::not_found("service was deleted")), None)),
-            }
-        });
-        Ok(Response::new(Box::pin(stream)))
+        // The Service went away: end the stream so the proxy falls back.
+        Ok(Response::new(super::policy_stream(
+            rx,
+            self.metrics.clone(),
+            WATCH,
+            "service was deleted",
+            to_proto,
+        )))
     }
 }
 
