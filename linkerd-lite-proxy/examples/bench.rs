@@ -191,24 +191,44 @@ struct Stats {
     errors: usize,
 }
 
+/// Sends at a constant rate. The schedule runs on its own OS thread with a 1 µs timer
+/// slack, because tokio's timer wheel has a 1 ms resolution and would send requests
+/// in bursts (at 5,000 rps, five at a time each millisecond), which queues them
+/// behind each other in a single-threaded proxy and is not what a constant-rate
+/// generator does. Each request is timed from its actual send.
 async fn constant_rate(conns: &Conns, rps: u32, secs: u64) -> Stats {
     let total = rps as u64 * secs;
-    let start = Instant::now() + Duration::from_millis(20);
     let period = Duration::from_secs(1) / rps;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let pacer = std::thread::spawn(move || {
+        // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64)
+        };
+        let start = std::time::Instant::now() + Duration::from_millis(20);
+        for i in 0..total {
+            let at = start + period * i as u32;
+            let now = std::time::Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let at = start + period * i as u32;
-        tokio::time::sleep_until(at).await;
+    while rx.recv().await.is_some() {
         let c = conns.clone();
         tasks.push(tokio::spawn(async move {
-            // Timed from the actual send: tokio's 1 ms timer makes sends up to 1 ms
-            // late, equally for both paths, and that noise would swamp the difference.
             let sent = Instant::now();
             let ok = c.send().await;
-            let _ = at;
             (sent.elapsed(), ok)
         }));
     }
+    pacer.join().unwrap();
     let mut lat = Vec::with_capacity(tasks.len());
     let mut errors = 0;
     for t in tasks {
@@ -219,7 +239,7 @@ async fn constant_rate(conns: &Conns, rps: u32, secs: u64) -> Stats {
             errors += 1;
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     Stats {
@@ -228,6 +248,64 @@ async fn constant_rate(conns: &Conns, rps: u32, secs: u64) -> Stats {
         p999: pct(0.999),
         achieved: lat.len() as f64 / elapsed,
         errors,
+    }
+}
+
+/// A process's CPU time and context switches (all threads) so far.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    cpu_us: f64,
+    switches: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Self {
+        let read =
+            |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+        let field = |text: &str, name: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let stat = read("stat");
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let ticks: u64 = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        #[allow(unsafe_code)]
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // Context switches are counted per thread.
+        let switches = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                field(&status, "voluntary_ctxt_switches:")
+                    + field(&status, "nonvoluntary_ctxt_switches:")
+            })
+            .sum();
+        Self {
+            cpu_us: ticks as f64 / hz * 1e6,
+            switches,
+        }
+    }
+
+    /// Per-request cost between two readings.
+    fn per_request(self, later: Self, requests: f64) -> (f64, f64) {
+        (
+            (later.cpu_us - self.cpu_us) / requests,
+            (later.switches - self.switches) as f64 / requests,
+        )
     }
 }
 
@@ -258,8 +336,64 @@ fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// `bench relay <listen> <target>`: a bare TCP relay (one thread, no TLS, no HTTP),
+/// the floor for what any extra process in the request path costs on this machine.
+fn relay(listen: &str, target: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let target: SocketAddr = target.parse().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                inbound.set_nodelay(true).unwrap();
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                outbound.set_nodelay(true).unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+}
+
+/// Two relays in a chain in front of `target`; returns the first one's address.
+fn relays(target: SocketAddr) -> (SocketAddr, [Child; 2]) {
+    let exe = std::env::current_exe().unwrap();
+    let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let (second, first) = (addr(free_port()), addr(free_port()));
+    let spawn = |listen: SocketAddr, to: SocketAddr| {
+        Command::new(&exe)
+            .args(["relay", &listen.to_string(), &to.to_string()])
+            .spawn()
+            .unwrap()
+    };
+    let children = [spawn(second, target), spawn(first, second)];
+    for a in [second, first] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(a).is_err() {
+            assert!(std::time::Instant::now() < deadline, "relay never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    (first, children)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("relay") {
+        return relay(&args[2], &args[3]);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+async fn bench() {
     let secs: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -330,20 +464,47 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = (client.rss_kb().0, server.rss_kb().0);
 
+    // `BENCH_STEPS=H1:2000,H2:5000` runs only those steps; `BENCH_MAX=0` skips the
+    // maximum-throughput runs.
+    let steps = std::env::var("BENCH_STEPS").ok();
+    let wanted = |proto: Proto, rps: u32| {
+        steps
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|x| x.trim() == format!("{proto:?}:{rps}")))
+    };
     println!(
         "## proxy benchmark ({secs}s per step, 2 cores shared by generator, app and both proxies)\n"
     );
+    let (relayed, mut relay_procs) = relays(app);
     println!(
-        "| proto | rps | direct p50 µs | proxied p50 µs | added p50 µs | direct p99 µs | proxied p99 µs | added p99 µs | proxied p99.9 µs | achieved rps | errors |"
+        "Latency added to the direct path by two bare TCP relays (the floor for two extra\n\
+         processes on this machine) and by the two proxies (mTLS, HTTP routing, metrics):\n"
+    );
+    println!(
+        "| proto | rps | direct p50 µs | + relays p50 µs | + proxies p50 µs | direct p99 µs | + relays p99 µs | + proxies p99 µs | proxied p99.9 µs | achieved rps | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut loaded = (0, 0);
+    let mut costs = Vec::new();
     for proto in [Proto::H1, Proto::H2] {
         for rps in [1000, 2000, 5000] {
+            if !wanted(proto, rps) {
+                continue;
+            }
             let direct = Conns::new(proto, app).await;
             let d = constant_rate(&direct, rps, secs).await;
+            let r = constant_rate(&Conns::new(proto, relayed).await, rps, secs).await;
             let proxied = Conns::new(proto, client.outbound).await;
+            let before = (Usage::of(client.child.id()), Usage::of(server.child.id()));
             let p = constant_rate(&proxied, rps, secs).await;
+            let after = (Usage::of(client.child.id()), Usage::of(server.child.id()));
+            let n = (rps as u64 * secs) as f64;
+            costs.push((
+                proto,
+                rps,
+                before.0.per_request(after.0, n),
+                before.1.per_request(after.1, n),
+            ));
             if rps == 5000 {
                 let (c, s) = (client.rss_kb().0, server.rss_kb().0);
                 loaded = (loaded.0.max(c), loaded.1.max(s));
@@ -354,23 +515,40 @@ async fn main() {
             println!(
                 "| {proto:?} | {rps} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
                 us(d.p50),
-                us(p.p50),
+                added(r.p50, d.p50),
                 added(p.p50, d.p50),
                 us(d.p99),
-                us(p.p99),
+                added(r.p99, d.p99),
                 added(p.p99, d.p99),
                 us(p.p999),
                 p.achieved,
-                d.errors + p.errors
+                d.errors + r.errors + p.errors
             );
         }
     }
-    println!("\n| proto | direct max rps | proxied max rps | ratio |");
-    println!("|---|---|---|---|");
-    for proto in [Proto::H1, Proto::H2] {
-        let d = max_throughput(&Conns::new(proto, app).await, secs).await;
-        let p = max_throughput(&Conns::new(proto, client.outbound).await, secs).await;
-        println!("| {proto:?} | {d:.0} | {p:.0} | {:.2} |", p / d);
+    println!("\nPer proxied request, in each proxy (CPU time of all threads, context switches):\n");
+    println!(
+        "| proto | rps | outbound CPU µs | outbound switches | inbound CPU µs | inbound switches |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (proto, rps, c, s) in costs {
+        println!(
+            "| {proto:?} | {rps} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            c.0, c.1, s.0, s.1
+        );
+    }
+    if std::env::var("BENCH_MAX").as_deref() != Ok("0") {
+        println!("\n| proto | direct max rps | proxied max rps | ratio |");
+        println!("|---|---|---|---|");
+        for proto in [Proto::H1, Proto::H2] {
+            let d = max_throughput(&Conns::new(proto, app).await, secs).await;
+            let p = max_throughput(&Conns::new(proto, client.outbound).await, secs).await;
+            println!("| {proto:?} | {d:.0} | {p:.0} | {:.2} |", p / d);
+        }
+    }
+    for c in &mut relay_procs {
+        let _ = c.kill();
+        let _ = c.wait();
     }
     let hwm = (client.rss_kb().1, server.rss_kb().1);
     println!("\n| proxy | RSS idle MB | RSS after 5,000 rps MB | peak RSS (VmHWM) MB |");

@@ -57,8 +57,16 @@ fn run() -> anyhow::Result<()> {
                 .context("invalid LINKERD_LITE_PROXY_LOG")?,
         )
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.cores)
+    // One core (the sidecar default, as in Linkerd) runs everything on this thread:
+    // no work-stealing scheduler, no cross-thread wake-ups on the request path.
+    let mut builder = if config.cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.cores);
+        b
+    };
+    let rt = builder
         .enable_all()
         .build()
         .context("starting the runtime")?;

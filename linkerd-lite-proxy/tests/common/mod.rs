@@ -422,6 +422,7 @@ pub async fn app_server_on(addr: SocketAddr, name: &'static str, delay: Duration
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle_app(name, delay, req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
