@@ -89,7 +89,14 @@ fn injected_proxy_env_is_accepted_by_the_proxy() {
         .keys()
         .filter(|k| k.starts_with("LINKERD_LITE_PROXY_"))
         .collect();
-    assert_eq!(names.len(), 12, "{names:?}");
+    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(
+        id.svc_name.as_deref(),
+        Some(
+            "linkerd-lite-identity.linkerd-lite.serviceaccount.identity.linkerd-lite.cluster.local"
+        ),
+        "the certify channel is TLS, verified for the identity service's name"
+    );
     assert_eq!(
         config.inbound_workload.as_deref(),
         Some(r#"{"ns":"emojivoto","pod":"web-7c9f6d8b5-x2k4q"}"#),
@@ -169,11 +176,72 @@ fn control_plane_args_are_accepted_by_the_services() {
         parsed.trust_anchors.to_str(),
         Some("/var/run/linkerd-lite/identity/trust-roots/ca-bundle.crt")
     );
+    assert!(parsed.require_tls, "tokens never travel in plaintext");
 
     let args = deployment_args(&objects, "linkerd-lite-destination");
     assert!(args.contains(&"--default-policy=deny"));
     destination::args::Args::try_parse_from(std::iter::once("destination").chain(args))
         .expect("destination rejects its arguments");
+}
+
+#[test]
+fn injected_proxies_expect_the_name_the_installed_identity_service_presents() {
+    for extra in [&[][..], &["--identity-trust-domain", "corp.example"][..]] {
+        let run = mesh(
+            &[&["install", "--ignore-cluster"][..], extra].concat(),
+            None,
+        );
+        assert!(run.success(), "{}", run.stderr);
+        let objects = docs(&run.stdout);
+        let args = deployment_args(&objects, "linkerd-lite-identity");
+        let svc = identity::args::Args::try_parse_from(std::iter::once("identity").chain(args))
+            .expect("identity rejects its arguments");
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "linkerd-lite-identity")
+            .unwrap();
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            svc.service_account.as_str(),
+            "the service account the flag names is the one it runs as"
+        );
+        let presented = identity::tls::service_identity(
+            &svc.service_account,
+            &identity::service::Names {
+                trust_domain: svc.trust_domain.clone(),
+                control_plane_ns: svc.control_plane_namespace.clone(),
+            },
+        )
+        .dns_name();
+
+        let ns = svc.control_plane_namespace.as_str();
+        let path = fixture("inject/emojivoto.yaml");
+        let run = inject(
+            &[
+                "--control-plane-namespace",
+                ns,
+                "--trust-domain",
+                &svc.trust_domain,
+            ],
+            path.to_str().unwrap(),
+            None,
+        );
+        assert!(run.success(), "{}", run.stderr);
+        let web = &docs(&run.stdout)[4];
+        let proxy = &web["spec"]["template"]["spec"]["initContainers"][1];
+        let fields = HashMap::from([
+            ("metadata.name", "web-0"),
+            ("metadata.namespace", "emojivoto"),
+            ("spec.serviceAccountName", "web"),
+        ]);
+        let env = container_env(proxy, &fields);
+        let config = linkerd_lite_proxy::env::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(
+            config.identity.unwrap().svc_name,
+            Some(presented),
+            "{extra:?}"
+        );
+    }
 }
 
 #[test]

@@ -138,6 +138,47 @@ spec:
     )
 }
 
+/// An HTTPRouteGroup and a TrafficTarget admitting the `client` service account to
+/// `GET /api...` on `web` and to nothing else: once applied, other paths and methods
+/// answer 403 and nobody else gets in.
+pub fn api_access_yaml() -> String {
+    format!(
+        r#"apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata:
+  name: web-api
+  namespace: {NAMESPACE}
+spec:
+  matches:
+  - name: read-api
+    pathRegex: /api
+    methods: [GET]
+  - name: write-api
+    pathRegex: /api
+    methods: [POST]
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata:
+  name: client-reads-web-api
+  namespace: {NAMESPACE}
+spec:
+  destination:
+    kind: ServiceAccount
+    name: web
+    namespace: {NAMESPACE}
+  rules:
+  - kind: HTTPRouteGroup
+    name: web-api
+    matches: [read-api]
+  sources:
+  - kind: ServiceAccount
+    name: client
+    namespace: {NAMESPACE}
+"#
+    )
+}
+
 /// The demo's files (name, YAML) for a client pod and two web pods, without the split.
 pub fn manifests(client: &DemoPod, v1: &DemoPod, v2: &DemoPod) -> Vec<(String, String)> {
     let ip = |last: u8| Ipv4Addr::new(10, 96, 0, last);

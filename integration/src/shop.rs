@@ -2,7 +2,8 @@
 //! local demo: "pods" are network namespaces, the init step installs the real
 //! iptables redirect, proxies run as UID 2102, and the destination and identity
 //! services run as real processes in local mode, reading the [`demo`] YAML from a
-//! directory.
+//! directory. As in a cluster, identity requires TLS and each proxy verifies the
+//! service's name, and each proxy watches its pod's inbound policy.
 //!
 //! [`Shop::start`] builds a control-plane pod, a client pod and two `web` pods (v1 and
 //! v2) behind a TrafficSplit; [`Shop::call_web`] calls the `web` Service's cluster IP
@@ -20,6 +21,9 @@ use crate::process::{Proc, binary};
 
 const CLIENT_TOKEN: &str = "token-client-4b1f";
 const WEB_TOKEN: &str = "token-web-93ce";
+const CLIENT: &str = "client-5f8d";
+const WEB_V1: &str = "web-v1-6c9b";
+const WEB_V2: &str = "web-v2-7a1e";
 
 /// One response seen by the client: status, the version that answered, and the
 /// client identity the server's proxy vouched for.
@@ -55,6 +59,16 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The name the identity service presents with its default service account, control
+/// plane namespace and trust domain (the proxies verify it, as injected ones do).
+fn identity_service_name() -> String {
+    identity::tls::service_identity(
+        identity::DEFAULT_SERVICE_ACCOUNT,
+        &identity::service::Names::default(),
+    )
+    .dns_name()
+}
+
 fn wait_ready(pod: &Pod, url: &str, what: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -87,9 +101,9 @@ impl Shop {
         let manifests = dir.path().join("manifests");
         std::fs::create_dir_all(&manifests)?;
         for (name, text) in demo::manifests(
-            &demo_pod("client-5f8d", "client", "", &client),
-            &demo_pod("web-v1-6c9b", "web", "v1", &web1),
-            &demo_pod("web-v2-7a1e", "web", "v2", &web2),
+            &demo_pod(CLIENT, "client", "", &client),
+            &demo_pod(WEB_V1, "web", "v1", &web1),
+            &demo_pod(WEB_V2, "web", "v2", &web2),
         ) {
             write(&manifests, &name, &text)?;
         }
@@ -114,10 +128,11 @@ impl Shop {
             let mut cmd = pod.command(binary("integration", "demo-app"));
             cmd.args(["serve", "--addr", "0.0.0.0:8080", "--version", version]);
             shop.procs.push(Proc::spawn(&format!("app-{version}"), cmd));
-            shop.mesh_pod(&pod, "web", WEB_TOKEN, &anchors)?;
+            let name = if version == "v1" { WEB_V1 } else { WEB_V2 };
+            shop.mesh_pod(&pod, name, "web", WEB_TOKEN, &anchors)?;
         }
         let client = shop.client.clone();
-        shop.mesh_pod(&client, "client", CLIENT_TOKEN, &anchors)?;
+        shop.mesh_pod(&client, CLIENT, "client", CLIENT_TOKEN, &anchors)?;
         Ok(shop)
     }
 
@@ -143,6 +158,8 @@ impl Shop {
             .arg(&issuer_key)
             .args(["--token-validation", "local", "--tokens-file"])
             .arg(&tokens)
+            // As `mesh install` runs it: tokens never cross the network in plaintext.
+            .arg("--require-tls")
             .args([
                 "--grpc-addr",
                 "0.0.0.0:8080",
@@ -167,8 +184,16 @@ impl Shop {
         Ok(pki.trust_anchor_pem)
     }
 
-    /// Installs the iptables redirect in `pod`, then starts its proxy as UID 2102.
-    fn mesh_pod(&mut self, pod: &Pod, sa: &str, token: &str, anchors: &str) -> anyhow::Result<()> {
+    /// Installs the iptables redirect in `pod` (named `name` in the YAML), then starts
+    /// its proxy as UID 2102, watching its inbound policy as the injector arranges.
+    fn mesh_pod(
+        &mut self,
+        pod: &Pod,
+        name: &str,
+        sa: &str,
+        token: &str,
+        anchors: &str,
+    ) -> anyhow::Result<()> {
         let proxy_bin = binary("linkerd-lite-proxy", "linkerd-lite-proxy");
         let init = pod
             .command(&proxy_bin)
@@ -195,6 +220,7 @@ impl Shop {
         let mut cmd = pod.command_as(PROXY_UID, &proxy_bin);
         cmd.env(var("DESTINATION_ADDR"), format!("{ctrl}:8086"))
             .env(var("IDENTITY_ADDR"), format!("{ctrl}:8080"))
+            .env(var("IDENTITY_SVC_NAME"), identity_service_name())
             .env(
                 var("IDENTITY_NAME"),
                 WorkloadIdentity::new("shop", sa).dns_name(),
@@ -202,6 +228,10 @@ impl Shop {
             .env(var("IDENTITY_TOKEN_FILE"), &token_file)
             .env(var("IDENTITY_TRUST_ANCHORS"), anchors)
             .env(var("IDENTITY_DIR"), &identity_dir)
+            .env(
+                var("INBOUND_WORKLOAD"),
+                format!("{}:{name}", demo::NAMESPACE),
+            )
             .env(var("LOG"), "warn,linkerd_lite_proxy=info");
         self.procs
             .push(Proc::spawn(&format!("proxy-{}", pod.netns), cmd));
@@ -221,6 +251,45 @@ impl Shop {
             &demo::split_yaml(v1_weight, v2_weight),
         )?;
         Ok(())
+    }
+
+    /// Writes (or with `None`, removes) an access-policy file, as an operator would
+    /// apply or delete TrafficTargets.
+    pub fn set_access(&self, yaml: Option<&str>) -> anyhow::Result<()> {
+        match yaml {
+            Some(yaml) => {
+                write(&self.manifests, "access.yaml", yaml)?;
+            }
+            None => std::fs::remove_file(self.manifests.join("access.yaml"))?,
+        }
+        Ok(())
+    }
+
+    /// The status of one `method` request from the client pod to `path` on `web`'s
+    /// cluster IP, sent with curl, with the proxy's error header if it answered.
+    pub fn curl_web(&self, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+        let url = format!("http://{}:80{path}", demo::WEB_CLUSTER_IP);
+        let out = self
+            .client
+            .command("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "5", "-X", method])
+            .args(["-D", "-", "-w", "%{http_code}", &url])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = text
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("curl {method} {url} said {text:?}"))?;
+        let reason = text
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("l5d-proxy-error")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        Ok((status, reason))
     }
 
     /// Sends `count` requests from the client pod to `web`'s cluster IP.

@@ -55,3 +55,56 @@ fn canary_over_mtls_with_real_interception() {
     let metrics = shop.metrics(&shop.client).unwrap();
     assert!(metrics.contains("request_total"), "{metrics}");
 }
+
+#[test]
+fn a_traffic_target_with_an_http_route_group_admits_get_api_only() {
+    let shop = Shop::start(1, 0).expect("starting the mesh");
+    // The mesh-wide default (all-unauthenticated) admits everything.
+    assert_eq!(shop.curl_web("GET", "/").unwrap().0, 200);
+    assert_eq!(shop.curl_web("POST", "/api/orders").unwrap().0, 200);
+
+    // The TrafficTarget names `web`: now only its rule's route admits `client`.
+    shop.set_access(Some(&integration::demo::api_access_yaml()))
+        .unwrap();
+    integration::assert_eventually!(
+        shop.curl_web("GET", "/").unwrap().0 == 403,
+        Duration::from_secs(10),
+        "the TrafficTarget never reached the web proxies"
+    );
+    for (method, path, want) in [
+        ("GET", "/api", 200),
+        ("GET", "/api/books/1", 200),
+        ("GET", "/", 403),
+        ("GET", "/static/app.js", 403),
+        ("POST", "/api/orders", 403),
+    ] {
+        let (status, reason) = shop.curl_web(method, path).unwrap();
+        assert_eq!(status, want, "{method} {path}: {reason}");
+        if want == 403 {
+            assert_eq!(reason, "client is not authorized", "{method} {path}");
+        }
+    }
+    let answers = shop.call_web(4).unwrap();
+    assert!(answers.iter().all(|a| a.status == 403), "{answers:?}");
+
+    // The web proxies counted the decisions per route.
+    let metrics = shop.metrics(&shop.web[0]).unwrap() + &shop.metrics(&shop.web[1]).unwrap();
+    assert!(
+        metrics.contains("inbound_http_authz_allow_total{target_port=\"8080\",route_group=\"\",route_kind=\"default\",route_name=\"traffictarget:client-reads-web-api\",authz_group=\"access.smi-spec.io\",authz_kind=\"traffictarget\",authz_name=\"client-reads-web-api\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "inbound_http_authz_deny_total{target_port=\"8080\",route_group=\"\",route_kind=\"default\",route_name=\"default\"}"
+        ),
+        "{metrics}"
+    );
+
+    // Deleting the TrafficTarget restores the default.
+    shop.set_access(None).unwrap();
+    integration::assert_eventually!(
+        shop.curl_web("POST", "/api/orders").unwrap().0 == 200,
+        Duration::from_secs(10),
+        "removing the TrafficTarget never reached the web proxies"
+    );
+}

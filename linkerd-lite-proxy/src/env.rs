@@ -18,7 +18,7 @@
 //! | `IDENTITY_NAME` | required with `IDENTITY_ADDR` | this proxy's identity (DNS form) |
 //! | `IDENTITY_TOKEN_FILE` | required with `IDENTITY_ADDR` | service-account token presented to the identity service |
 //! | `IDENTITY_TRUST_ANCHORS` | required with `IDENTITY_ADDR` | PEM bundle of trust anchors |
-//! | `IDENTITY_SVC_NAME` | unset | the identity service's own identity; when set the certify channel is TLS, else plaintext (local mode) |
+//! | `IDENTITY_SVC_NAME` | unset | the identity service's own identity (`mesh inject` sets `linkerd-lite-identity.{cp-ns}.serviceaccount.identity.{cp-ns}.{trust-domain}`); when set the certify channel is TLS verified for that name, else plaintext (local mode only: `mesh install` runs identity with `--require-tls`) |
 //! | `IDENTITY_DIR` | unset | an in-memory directory to also write the key and CSR to (debugging); unset keeps them in process memory only |
 //! | `INBOUND_OPAQUE_PORTS` | `25,587,3306,4444,5432,6379,9300,11211` | inbound ports proxied as opaque TCP without detection |
 //! | `OUTBOUND_OPAQUE_PORTS` | same as inbound | outbound ports proxied as opaque TCP without detection |

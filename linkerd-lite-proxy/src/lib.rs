@@ -20,6 +20,7 @@
 //! - [`tls`]: the TLS seams, the transport header and the client-identity header.
 //! - [`metrics`] and [`admin`]: Prometheus metrics and the admin server.
 //! - [`init`]: the iptables rules of the init step.
+//! - [`route`]: HTTP route matching with Gateway API precedence (both directions).
 //! - [`ready`]: the `await-ready` poll of the admin server's `/ready`.
 //! - [`io`] and [`net`]: stream adaptors and socket helpers.
 
@@ -39,4 +40,5 @@ pub mod outbound;
 pub mod profile;
 pub mod proxy;
 pub mod ready;
+pub mod route;
 pub mod tls;

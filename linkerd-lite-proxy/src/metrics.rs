@@ -123,6 +123,44 @@ impl EncodeLabelSet for TcpLabels {
     }
 }
 
+/// A policy resource as metric labels: `{prefix}_group`, `{prefix}_kind` and
+/// `{prefix}_name`, e.g. a route or an authorization.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResourceLabels {
+    /// API group; empty for defaults.
+    pub group: Arc<str>,
+    /// Kind, e.g. `default` or `traffictarget`.
+    pub kind: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+}
+
+/// Labels of an inbound authorization decision on an HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AuthzLabels {
+    /// The application port the request was for.
+    pub target_port: u16,
+    /// The route the request matched.
+    pub route: ResourceLabels,
+    /// The authorization that admitted it; `None` for denials.
+    pub authz: Option<ResourceLabels>,
+}
+
+impl EncodeLabelSet for AuthzLabels {
+    fn encode(&self, enc: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("target_port", self.target_port).encode(enc.encode_label())?;
+        ("route_group", &*self.route.group).encode(enc.encode_label())?;
+        ("route_kind", &*self.route.kind).encode(enc.encode_label())?;
+        ("route_name", &*self.route.name).encode(enc.encode_label())?;
+        if let Some(a) = &self.authz {
+            ("authz_group", &*a.group).encode(enc.encode_label())?;
+            ("authz_kind", &*a.kind).encode(enc.encode_label())?;
+            ("authz_name", &*a.name).encode(enc.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
 /// Linkerd's latency buckets, in milliseconds.
 const LATENCY_BUCKETS_MS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
@@ -152,6 +190,10 @@ pub struct Metrics {
     pub tcp_read: Family<TcpLabels, Counter>,
     /// `tcp_write_bytes_total`.
     pub tcp_write: Family<TcpLabels, Counter>,
+    /// `inbound_http_authz_allow_total`.
+    pub http_authz_allow: Family<AuthzLabels, Counter>,
+    /// `inbound_http_authz_deny_total`.
+    pub http_authz_deny: Family<AuthzLabels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -174,6 +216,8 @@ impl Metrics {
             tcp_close: Family::default(),
             tcp_read: Family::default(),
             tcp_write: Family::default(),
+            http_authz_allow: Family::default(),
+            http_authz_deny: Family::default(),
             registry: Arc::new(Registry::default()),
         };
         r.register("request", "HTTP requests sent", m.requests.clone());
@@ -199,6 +243,16 @@ impl Metrics {
             "tcp_write_bytes",
             "Bytes written to peers",
             m.tcp_write.clone(),
+        );
+        r.register(
+            "inbound_http_authz_allow",
+            "Inbound HTTP requests an authorization admitted",
+            m.http_authz_allow.clone(),
+        );
+        r.register(
+            "inbound_http_authz_deny",
+            "Inbound HTTP requests refused because no authorization of their route admitted the client",
+            m.http_authz_deny.clone(),
         );
         Self {
             registry: Arc::new(r),

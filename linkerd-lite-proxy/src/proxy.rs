@@ -88,6 +88,7 @@ impl Proxy {
             channel,
             config.inbound_workload.clone(),
             config.default_policy,
+            metrics.clone(),
         );
         let out_l = bind("outbound", config.outbound_addr).await?;
         let in_l = bind("inbound", config.inbound_addr).await?;

@@ -258,3 +258,61 @@ async fn plaintext_and_tls_share_the_port_by_default() {
             .unwrap();
     }
 }
+
+/// Log lines, captured from the subscriber of one test's thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_service_name_fails_certification_with_a_clear_log() {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let ca = ca();
+    let mut svc = service_config(ca.dir.path(), Duration::from_secs(3600));
+    svc.require_tls = true;
+    let (addr, _stop) = serve_with(svc).await;
+    let mut config = fast(proxy_config(&ca, addr, "api"));
+    config.svc_name = Some(dns("web"));
+    let wrong = identity::spawn(config).unwrap();
+    assert_never_ready(&wrong, 1).await;
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("certify failed"))
+        .unwrap_or_else(|| panic!("no certify failure logged:\n{text}"));
+    // The operator learns which name was expected and which one was presented.
+    for want in [
+        "WARN",
+        "certificate not valid for name \"web.shop.serviceaccount.identity.linkerd-lite.cluster.local\"",
+        &service_dns(),
+    ] {
+        assert!(line.contains(want), "{want:?} missing from {line}");
+    }
+    assert_eq!(
+        line.matches("not valid for name").count(),
+        1,
+        "said once: {line}"
+    );
+}

@@ -237,6 +237,10 @@ fn identity_deployment(ns: &str, v: &Values) -> Value {
         format!("--audience={}", mesh::IDENTITY_TOKEN_AUDIENCE),
         format!("--trust-domain={}", v.identity_trust_domain),
         format!("--control-plane-namespace={ns}"),
+        // The name injected proxies expect (`IDENTITY_SVC_NAME`) is built from this
+        // service account; TLS is required since Certify carries tokens.
+        format!("--service-account={}", names::component(names::IDENTITY)),
+        "--require-tls".to_string(),
         format!("--grpc-addr=0.0.0.0:{}", ports::IDENTITY_GRPC),
         format!("--admin-addr=0.0.0.0:{}", ports::CONTROL_PLANE_ADMIN),
     ];

@@ -232,6 +232,16 @@ fn field_env(name: &str, path: &str) -> Value {
     json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
 }
 
+/// The name the identity service presents, computed as the service computes it, for
+/// the service account `mesh install` runs it as.
+fn identity_service_name(cfg: &InjectConfig) -> String {
+    let names = identity::service::Names {
+        trust_domain: cfg.trust_domain.clone(),
+        control_plane_ns: cfg.control_plane_ns.clone(),
+    };
+    identity::tls::service_identity(&names::component(names::IDENTITY), &names).dns_name()
+}
+
 fn proxy_container(cfg: &InjectConfig) -> Value {
     let ns = &cfg.control_plane_ns;
     let mut envs = vec![
@@ -257,6 +267,9 @@ fn proxy_container(cfg: &InjectConfig) -> Value {
                 ports::IDENTITY_GRPC,
             ),
         ),
+        // The identity service's own identity: the certify channel (which carries
+        // the pod's service-account token) is TLS, verified for this name.
+        env("IDENTITY_SVC_NAME", identity_service_name(cfg)),
         env(
             "IDENTITY_NAME",
             format!(

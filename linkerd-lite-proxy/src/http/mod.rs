@@ -65,6 +65,9 @@ pub enum ProxyError {
     /// Policy forbids the client.
     #[error("client is not authorized")]
     Forbidden,
+    /// No route of the inbound policy matches the request.
+    #[error("no route found for request")]
+    NoRoute,
 }
 
 impl ProxyError {
@@ -76,6 +79,7 @@ impl ProxyError {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NoAuthority => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NoRoute => StatusCode::NOT_FOUND,
         }
     }
 
@@ -93,6 +97,7 @@ impl ProxyError {
             let code = match status {
                 StatusCode::GATEWAY_TIMEOUT => "4",
                 StatusCode::FORBIDDEN => "7",
+                StatusCode::NOT_FOUND => "5",
                 _ => "14",
             };
             let h = rsp.headers_mut();
@@ -232,5 +237,15 @@ mod tests {
         let rsp = ProxyError::Timeout.into_response(true);
         assert_eq!(rsp.status(), StatusCode::OK);
         assert_eq!(rsp.headers()["grpc-status"], "4");
+        let rsp = ProxyError::NoRoute.into_response(false);
+        assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            rsp.headers()[PROXY_ERROR_HEADER],
+            "no route found for request"
+        );
+        let rsp = ProxyError::NoRoute.into_response(true);
+        assert_eq!(rsp.headers()["grpc-status"], "5");
+        let rsp = ProxyError::Forbidden.into_response(true);
+        assert_eq!(rsp.headers()["grpc-status"], "7");
     }
 }

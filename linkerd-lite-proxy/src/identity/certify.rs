@@ -195,8 +195,11 @@ enum AttemptError {
         #[source]
         source: std::io::Error,
     },
-    #[error("certify failed")]
-    Status(#[source] tonic::Status),
+    /// Not a `#[source]`: a transport failure's `Status` prints its cause three
+    /// times over; its code and message say it once (e.g. the service presenting
+    /// another name than `IDENTITY_SVC_NAME`).
+    #[error("certify failed: {:?}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
     #[error("certify timed out")]
     Timeout,
     #[error("certify response is unusable: {0}")]

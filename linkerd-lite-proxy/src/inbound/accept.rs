@@ -16,7 +16,10 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{http::InboundHttp, policy::Policies};
+use super::{
+    http::InboundHttp,
+    policy::{Policies, PortWatch},
+};
 use crate::{
     detect::{self, Hello, Protocol},
     env::Config,
@@ -178,7 +181,7 @@ async fn handle(
         None => None,
     };
     let skip_peek = known.is_some_and(|p| cfg.inbound_opaque_ports.contains(&p))
-        || early.as_ref().is_some_and(|p| p.opaque);
+        || early.as_ref().is_some_and(|p| p.current().opaque);
     let a = accept(&inbound, tcp, orig_port, skip_peek).await?;
     let port = a
         .port
@@ -188,7 +191,6 @@ async fn handle(
         Some(p) if Some(port) == known => p,
         _ => inbound.policies.get(port).await,
     };
-    let authorized = policy.authorize(peer_ip, a.client_id.as_deref());
     let tls_label = if a.client_id.is_some() {
         "true"
     } else {
@@ -202,14 +204,16 @@ async fn handle(
         authority: None,
     });
     let mut io = CountingIo::new(a.io, conn.read.clone(), conn.write.clone());
+    let opaque = policy.current().opaque;
     let conn_info = Conn {
         port,
+        peer_ip,
         client_id: a.client_id,
-        authorized,
+        policy,
     };
     let protocol = match a.protocol {
         Some(p) => p,
-        None if policy.opaque || cfg.inbound_opaque_ports.contains(&port) => Protocol::Opaque,
+        None if opaque || cfg.inbound_opaque_ports.contains(&port) => Protocol::Opaque,
         None => {
             let mut buf = BytesMut::with_capacity(1024);
             let p = detect::detect(&mut io, &mut buf, cfg.detect_timeout)
@@ -222,11 +226,12 @@ async fn handle(
     dispatch(&inbound, Box::new(io), protocol, conn_info, shutdown).await
 }
 
-/// What policy and the handshake decided about a connection.
+/// What the handshake learned about a connection, and its port's policy.
 struct Conn {
     port: u16,
+    peer_ip: IpAddr,
     client_id: Option<String>,
-    authorized: bool,
+    policy: PortWatch,
 }
 
 async fn dispatch(
@@ -238,7 +243,10 @@ async fn dispatch(
 ) -> Result<(), &'static str> {
     let app = inbound.app(conn.port, conn.client_id.as_deref());
     if protocol == Protocol::Opaque {
-        if !conn.authorized {
+        // Opaque traffic has no routes: the server-level authorizations decide,
+        // once per connection. HTTP is checked per request, per route.
+        let policy = conn.policy.current();
+        if !policy.authorize(conn.peer_ip, conn.client_id.as_deref()) {
             return Err("client not authorized by the port's policy");
         }
         let mut upstream = app
@@ -255,8 +263,9 @@ async fn dispatch(
         inbound.clone(),
         app,
         conn.client_id.as_deref(),
+        conn.peer_ip,
         conn.port,
-        conn.authorized,
+        conn.policy,
     );
     let limits = proxy_http::ServerLimits {
         header_read_timeout: inbound.config.header_read_timeout,

@@ -1,12 +1,13 @@
-//! The inbound HTTP service: strip spoofed identity headers, add the verified one,
-//! undo HTTP/1-over-HTTP/2, and forward to the application.
+//! The inbound HTTP service: authorize each request by its route, strip spoofed
+//! identity headers, add the verified one, undo HTTP/1-over-HTTP/2, and forward to
+//! the application.
 
-use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
+use std::{convert::Infallible, future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
 use http::{HeaderValue, Request, Response, Version, uri::Authority};
 use hyper::body::Incoming;
 
-use super::accept::Inbound;
+use super::{accept::Inbound, policy::PortWatch};
 use crate::{
     http::{Body, ORIG_PROTO_HEADER, ProxyError, authority_of, forward::EndpointClients, is_grpc},
     tls::CLIENT_ID_HEADER,
@@ -14,41 +15,52 @@ use crate::{
 
 /// Serves the requests of one accepted connection.
 #[derive(Clone, Debug)]
-pub struct InboundHttp {
+pub struct InboundHttp(Arc<Conn>);
+
+/// What every request of a connection shares.
+#[derive(Debug)]
+struct Conn {
     inbound: Arc<Inbound>,
     app: Arc<EndpointClients>,
-    client_id: Option<HeaderValue>,
+    client_id: Option<(Box<str>, HeaderValue)>,
+    peer_ip: IpAddr,
     fallback_authority: Authority,
-    authorized: bool,
+    policy: PortWatch,
 }
 
 impl InboundHttp {
-    /// A service forwarding to `app`, for a client with `client_id`; when not
-    /// `authorized` by the port's policy, every request is refused with 403.
+    /// A service forwarding to `app` for a client at `peer_ip` with the verified
+    /// `client_id`, each request authorized by the route it matches in `policy`'s
+    /// current version.
     pub fn new(
         inbound: Arc<Inbound>,
         app: Arc<EndpointClients>,
         client_id: Option<&str>,
+        peer_ip: IpAddr,
         port: u16,
-        authorized: bool,
+        policy: PortWatch,
     ) -> Self {
-        Self {
-            authorized,
+        Self(Arc::new(Conn {
             inbound,
             app,
-            client_id: client_id.and_then(|id| HeaderValue::from_str(id).ok()),
+            client_id: client_id
+                .and_then(|id| Some((Box::from(id), HeaderValue::from_str(id).ok()?))),
+            peer_ip,
             fallback_authority: Authority::from_maybe_shared(format!("localhost:{port}"))
                 .unwrap_or_else(|_| Authority::from_static("localhost")),
-        }
+            policy,
+        }))
     }
 
     async fn handle(self, mut req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-        if !self.authorized {
-            return Err(ProxyError::Forbidden);
-        }
+        let conn = &*self.0;
+        let client_id = conn.client_id.as_ref();
+        conn.policy
+            .current()
+            .authorize_http(&req, conn.peer_ip, client_id.map(|(id, _)| &**id))?;
         let headers = req.headers_mut();
         headers.remove(CLIENT_ID_HEADER);
-        if let Some(id) = &self.client_id {
+        if let Some((_, id)) = client_id {
             headers.insert(CLIENT_ID_HEADER, id.clone());
         }
         if let Some(orig) = headers.remove(ORIG_PROTO_HEADER) {
@@ -58,9 +70,9 @@ impl InboundHttp {
                 Version::HTTP_11
             };
         }
-        let authority = authority_of(&req).unwrap_or_else(|| self.fallback_authority.clone());
-        self.app
-            .forward(req, &authority, self.inbound.config.response_timeout)
+        let authority = authority_of(&req).unwrap_or_else(|| conn.fallback_authority.clone());
+        conn.app
+            .forward(req, &authority, conn.inbound.config.response_timeout)
             .await
     }
 }

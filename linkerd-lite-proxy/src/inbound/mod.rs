@@ -8,12 +8,15 @@
 //!
 //! # Layout
 //! - `accept`: TLS peeking, termination, policy and protocol detection.
-//! - [`policy`]: per-port authorization from `InboundServerPolicies.WatchPort`.
-//! - `http`: the per-request service adding `l5d-client-id`.
+//! - [`policy`]: per-port policy from `InboundServerPolicies.WatchPort`: opaque or
+//!   not, server-level authorizations, and HTTP routes with their own.
+//! - [`authz`]: one authorization compiled (networks, identities, suffixes).
+//! - `http`: the per-request service: route authorization, then `l5d-client-id`.
 
 mod accept;
+pub mod authz;
 mod http;
 pub mod policy;
 
 pub use accept::{Inbound, serve};
-pub use policy::Policies;
+pub use policy::{Policies, PortPolicy, PortWatch};

@@ -1,10 +1,21 @@
-//! Inbound policy per port, from `InboundServerPolicies.WatchPort`: which clients a
-//! server admits (networks, mTLS identities or suffixes, or anyone) and whether its
-//! traffic is opaque. Without a policy service (or a workload name), or until the
-//! first answer, the configured default policy applies.
+//! Inbound policy per port, from `InboundServerPolicies.WatchPort`: whether the
+//! port's traffic is opaque, which clients its server admits, and its HTTP routes,
+//! each with its own authorizations. Without a policy service (or a workload name),
+//! or until the first answer, the configured default policy applies.
 //!
-//! Only server-level authorizations are enforced; per-route authorizations and rate
-//! limits in the policy are not (yet).
+//! Enforcement follows Linkerd:
+//! - an opaque (TCP) connection is checked once against the server-level
+//!   authorizations;
+//! - each HTTP request picks the best-matching route ([`crate::route`]) and is
+//!   checked against that route's authorizations only: no route is 404, a route
+//!   that does not admit the client is 403. An HTTP server without routes gets one
+//!   catch-all route carrying the server-level authorizations.
+//!
+//! A policy is compiled once per update (routes, regexes, metric handles) and
+//! published on a watch channel, so open connections use it from their next
+//! request. A policy that does not compile is logged with the offending field and
+//! ignored: the port keeps its previous policy, or admits nobody if it had none.
+//! Rate limits and route filters in the policy are not enforced.
 
 use std::{
     collections::HashMap,
@@ -13,182 +24,267 @@ use std::{
     time::Duration,
 };
 
-use linkerd2_proxy_api::{
-    inbound::{
-        self as api, authn::Permit as ApiPermit, authn::permit_mesh_tls::Clients,
-        inbound_server_policies_client::InboundServerPoliciesClient, proxy_protocol::Kind,
-    },
-    net::IpNetwork,
+use http::Request;
+use linkerd2_proxy_api::inbound::{
+    self as api, inbound_server_policies_client::InboundServerPoliciesClient, proxy_protocol::Kind,
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 
-use crate::env::DefaultPolicy;
+use super::authz::{Authorization, PolicyError, default_labels, labels};
+use crate::{
+    env::DefaultPolicy,
+    http::ProxyError,
+    metrics::{AuthzLabels, Metrics, ResourceLabels},
+    route::{self, HostMatch, RouteMatch},
+};
 
 /// How long the first connection to a port waits for its policy before the default
 /// applies.
 const FIRST_POLICY_WAIT: Duration = Duration::from_secs(1);
 
-/// A network with exceptions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Net {
-    net: (IpAddr, u8),
-    except: Vec<(IpAddr, u8)>,
+/// One HTTP route of a port, compiled.
+#[derive(Debug)]
+struct HttpRoute {
+    hosts: HostMatch,
+    /// Every rule's matches; any of them selects the route.
+    matches: Vec<RouteMatch>,
+    /// Each authorization with its `inbound_http_authz_allow_total` handle.
+    authorizations: Box<[(Authorization, Counter)]>,
+    /// `inbound_http_authz_deny_total` for this route.
+    deny: Counter,
+    labels: ResourceLabels,
 }
 
-fn in_net(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let len = u32::from(len.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(a) & mask == u32::from(n) & mask
+impl HttpRoute {
+    fn new(
+        hosts: HostMatch,
+        matches: Vec<RouteMatch>,
+        authorizations: Vec<Authorization>,
+        labels: ResourceLabels,
+        port: u16,
+        metrics: &Metrics,
+    ) -> Self {
+        let key = |authz: Option<ResourceLabels>| AuthzLabels {
+            target_port: port,
+            route: labels.clone(),
+            authz,
+        };
+        let authorizations = authorizations
+            .into_iter()
+            .map(|a| {
+                let allow = metrics
+                    .http_authz_allow
+                    .get_or_create_owned(&key(Some(a.labels.clone())));
+                (a, allow)
+            })
+            .collect();
+        Self {
+            deny: metrics.http_authz_deny.get_or_create_owned(&key(None)),
+            hosts,
+            matches,
+            authorizations,
+            labels,
         }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let len = u32::from(len.min(128));
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(a) & mask == u128::from(n) & mask
+    }
+
+    fn from_proto(r: &api::HttpRoute, port: u16, metrics: &Metrics) -> Result<Self, PolicyError> {
+        let hosts = HostMatch::from_proto(&r.hosts)?;
+        if r.rules.is_empty() {
+            return Err(PolicyError::invalid("rules", "empty; a route needs a rule"));
         }
-        _ => false,
+        let mut matches = Vec::new();
+        for (i, rule) in r.rules.iter().enumerate() {
+            let ms = RouteMatch::from_protos(&rule.matches)
+                .map_err(|e| e.within(&format!("rules[{i}]")))?;
+            matches.extend(ms);
+        }
+        let authorizations = r
+            .authorizations
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                Authorization::from_proto(a).map_err(|e| e.within(&format!("authorizations[{i}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let labels = labels(r.metadata.as_ref(), &HashMap::new());
+        Ok(Self::new(
+            hosts,
+            matches,
+            authorizations,
+            labels,
+            port,
+            metrics,
+        ))
+    }
+
+    /// The catch-all route of a server that names none.
+    fn catch_all(authorizations: Vec<Authorization>, port: u16, metrics: &Metrics) -> Self {
+        Self::new(
+            HostMatch::any(),
+            vec![RouteMatch::any()],
+            authorizations,
+            default_labels("default"),
+            port,
+            metrics,
+        )
     }
 }
 
-fn network(n: &IpNetwork) -> Option<(IpAddr, u8)> {
-    let ip = IpAddr::try_from(n.ip?).ok()?;
-    Some((ip, u8::try_from(n.prefix_len).ok()?))
-}
-
-/// Who an authorization admits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Permit {
-    Anyone,
-    AnyMeshTls,
-    MeshTls {
-        identities: Vec<String>,
-        suffixes: Vec<Vec<String>>,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Authorization {
-    networks: Vec<Net>,
-    permit: Permit,
-}
-
-/// The policy of one inbound port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The compiled policy of one inbound port.
+#[derive(Debug)]
 pub struct PortPolicy {
     /// Traffic on the port is opaque TCP: no protocol detection.
     pub opaque: bool,
-    authorizations: Vec<Authorization>,
+    /// Server-level authorizations, for opaque connections.
+    authorizations: Box<[Authorization]>,
+    http_routes: Box<[HttpRoute]>,
 }
 
 impl PortPolicy {
-    /// The policy a default applies.
-    pub fn from_default(default: DefaultPolicy) -> Self {
-        let any = |permit| Authorization {
-            networks: vec![],
-            permit,
+    /// The policy a default applies to `port`.
+    pub fn from_default(default: DefaultPolicy, port: u16, metrics: &Metrics) -> Self {
+        let name = match default {
+            DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
+            DefaultPolicy::AllAuthenticated => "all-authenticated",
+            DefaultPolicy::Deny => "deny",
         };
-        let authorizations = match default {
-            DefaultPolicy::AllUnauthenticated => vec![any(Permit::Anyone)],
-            DefaultPolicy::AllAuthenticated => vec![any(Permit::AnyMeshTls)],
+        let authorizations: Vec<Authorization> = match default {
+            DefaultPolicy::AllUnauthenticated => vec![Authorization::default_policy(false, name)],
+            DefaultPolicy::AllAuthenticated => vec![Authorization::default_policy(true, name)],
             DefaultPolicy::Deny => vec![],
         };
         Self {
             opaque: false,
-            authorizations,
+            http_routes: Box::new([HttpRoute::catch_all(authorizations.clone(), port, metrics)]),
+            authorizations: authorizations.into(),
         }
     }
 
-    /// The policy a `Server` message describes; malformed authorizations admit
-    /// nobody.
-    pub fn from_server(server: &api::Server) -> Self {
-        let opaque = matches!(
-            server.protocol.as_ref().and_then(|p| p.kind.as_ref()),
-            Some(Kind::Opaque(_))
-        );
-        let authorizations = server
-            .authorizations
-            .iter()
-            .filter_map(authorization)
-            .collect();
+    /// Admits nobody: what a port gets when its first policy does not compile.
+    fn deny_all(opaque: bool, port: u16, metrics: &Metrics) -> Self {
         Self {
             opaque,
-            authorizations,
+            ..Self::from_default(DefaultPolicy::Deny, port, metrics)
         }
+    }
+
+    /// Compiles the policy a `Server` message describes for `port`; errors name the
+    /// field, e.g. `protocol.detect.http_routes[1].rules[0].matches[0].path.regex`.
+    pub fn from_server(
+        server: &api::Server,
+        port: u16,
+        metrics: &Metrics,
+    ) -> Result<Self, PolicyError> {
+        let authorizations: Vec<Authorization> = server
+            .authorizations
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                Authorization::from_proto(a).map_err(|e| e.within(&format!("authorizations[{i}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let kind = server.protocol.as_ref().and_then(|p| p.kind.as_ref());
+        let (field, routes): (&str, &[api::HttpRoute]) = match kind {
+            Some(Kind::Detect(d)) => ("protocol.detect.http_routes", &d.http_routes),
+            Some(Kind::Http1(h)) => ("protocol.http1.routes", &h.routes),
+            Some(Kind::Http2(h)) => ("protocol.http2.routes", &h.routes),
+            // gRPC routes are not matched: their requests are checked against the
+            // server-level authorizations, like a server without routes.
+            Some(Kind::Grpc(_) | Kind::Opaque(_) | Kind::Tls(_)) | None => ("", &[]),
+        };
+        let http_routes = if routes.is_empty() {
+            vec![HttpRoute::catch_all(authorizations.clone(), port, metrics)]
+        } else {
+            routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    HttpRoute::from_proto(r, port, metrics)
+                        .map_err(|e| e.within(&format!("{field}[{i}]")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Self {
+            opaque: matches!(kind, Some(Kind::Opaque(_))),
+            authorizations: authorizations.into(),
+            http_routes: http_routes.into(),
+        })
     }
 
     /// Whether a client at `ip`, with the mTLS identity `client_id` if any, may
-    /// connect.
+    /// open an opaque connection (server-level authorizations).
     pub fn authorize(&self, ip: IpAddr, client_id: Option<&str>) -> bool {
-        self.authorizations.iter().any(|a| {
-            let net_ok = a.networks.is_empty()
-                || a.networks
-                    .iter()
-                    .any(|n| in_net(ip, n.net) && !n.except.iter().any(|e| in_net(ip, *e)));
-            net_ok
-                && match (&a.permit, client_id) {
-                    (Permit::Anyone, _) => true,
-                    (_, None) => false,
-                    (Permit::AnyMeshTls, Some(_)) => true,
-                    (
-                        Permit::MeshTls {
-                            identities,
-                            suffixes,
-                        },
-                        Some(id),
-                    ) => {
-                        identities.iter().any(|i| i == id)
-                            || suffixes.iter().any(|s| has_suffix(id, s))
-                    }
-                }
-        })
+        self.authorizations.iter().any(|a| a.admits(ip, client_id))
     }
-}
 
-fn has_suffix(id: &str, parts: &[String]) -> bool {
-    if parts.is_empty() {
-        return true;
-    }
-    let labels: Vec<&str> = id.split('.').collect();
-    labels.len() >= parts.len()
-        && labels[labels.len() - parts.len()..]
+    /// Checks one HTTP request from a client at `ip` with the mTLS identity
+    /// `client_id`: picks its route and that route's authorizations, and counts the
+    /// decision. Allocates nothing.
+    pub fn authorize_http<B>(
+        &self,
+        req: &Request<B>,
+        ip: IpAddr,
+        client_id: Option<&str>,
+    ) -> Result<(), ProxyError> {
+        let candidates = self
+            .http_routes
             .iter()
-            .zip(parts)
-            .all(|(a, b)| a == b)
+            .map(|r| (&r.hosts, r.matches.as_slice()));
+        let Some(i) = route::best_with_hosts(req, candidates) else {
+            tracing::debug!(path = req.uri().path(), "no inbound route matches");
+            return Err(ProxyError::NoRoute);
+        };
+        let Some(r) = self.http_routes.get(i) else {
+            return Err(ProxyError::NoRoute);
+        };
+        match r
+            .authorizations
+            .iter()
+            .find(|(a, _)| a.admits(ip, client_id))
+        {
+            Some((_, allow)) => {
+                allow.inc();
+                Ok(())
+            }
+            None => {
+                r.deny.inc();
+                tracing::debug!(
+                    route = &*r.labels.name,
+                    %ip,
+                    client_id,
+                    "route does not admit the client"
+                );
+                Err(ProxyError::Forbidden)
+            }
+        }
+    }
 }
 
-fn authorization(a: &api::Authz) -> Option<Authorization> {
-    let networks = a
-        .networks
-        .iter()
-        .map(|n| {
-            Some(Net {
-                net: network(n.net.as_ref()?)?,
-                except: n.except.iter().filter_map(network).collect(),
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let permit = match a.authentication.as_ref()?.permit.as_ref()? {
-        ApiPermit::Unauthenticated(_) => Permit::Anyone,
-        ApiPermit::MeshTls(m) => match m.clients.as_ref()? {
-            Clients::Unauthenticated(_) => Permit::AnyMeshTls,
-            Clients::Identities(ids) => Permit::MeshTls {
-                identities: ids.identities.iter().map(|i| i.name.clone()).collect(),
-                suffixes: ids.suffixes.iter().map(|s| s.parts.clone()).collect(),
-            },
-        },
-    };
-    Some(Authorization { networks, permit })
+// === Policies ===
+
+type PolicyRx = watch::Receiver<Option<Arc<PortPolicy>>>;
+
+/// The current policy of one port; cheap to clone, follows updates.
+#[derive(Clone, Debug)]
+pub struct PortWatch {
+    rx: PolicyRx,
+    default: Arc<PortPolicy>,
+}
+
+impl PortWatch {
+    /// The policy now in force: the latest from the policy service, or the
+    /// default.
+    pub fn current(&self) -> Arc<PortPolicy> {
+        let current = self.rx.borrow().clone();
+        current.unwrap_or_else(|| self.default.clone())
+    }
 }
 
 struct Watched {
-    rx: watch::Receiver<Option<Arc<PortPolicy>>>,
-    _task: AbortOnDrop,
+    watch: PortWatch,
+    _task: Option<AbortOnDrop>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -202,7 +298,8 @@ impl Drop for AbortOnDrop {
 /// Inbound policies, watched per port.
 pub struct Policies {
     client: Option<(InboundServerPoliciesClient<Channel>, String)>,
-    default: Arc<PortPolicy>,
+    default: DefaultPolicy,
+    metrics: Metrics,
     ports: Mutex<HashMap<u16, Watched>>,
 }
 
@@ -216,47 +313,56 @@ impl std::fmt::Debug for Policies {
 
 impl Policies {
     /// Policies from the service on `channel` for `workload`; with either missing,
-    /// always `default`.
-    pub fn new(channel: Option<Channel>, workload: Option<String>, default: DefaultPolicy) -> Self {
+    /// always `default`. Authorization decisions are counted in `metrics`.
+    pub fn new(
+        channel: Option<Channel>,
+        workload: Option<String>,
+        default: DefaultPolicy,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             client: channel
                 .zip(workload)
                 .map(|(c, w)| (InboundServerPoliciesClient::new(c), w)),
-            default: Arc::new(PortPolicy::from_default(default)),
+            default,
+            metrics,
             ports: Mutex::default(),
         }
     }
 
-    /// The current policy of `port`; the first call for a port starts watching it
-    /// and waits briefly for the first answer.
-    pub async fn get(&self, port: u16) -> Arc<PortPolicy> {
-        let Some((client, workload)) = &self.client else {
-            return self.default.clone();
-        };
-        let mut rx = {
+    /// The policy of `port`; the first call for a port starts watching it and
+    /// waits briefly for the first answer.
+    pub async fn get(&self, port: u16) -> PortWatch {
+        let watch = {
             let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
             ports
                 .entry(port)
-                .or_insert_with(|| {
-                    let (tx, rx) = watch::channel(None);
-                    let spec = api::PortSpec {
-                        workload: workload.clone(),
-                        port: u32::from(port),
-                    };
-                    let task = tokio::spawn(watch_port(client.clone(), spec, tx));
-                    Watched {
-                        rx,
-                        _task: AbortOnDrop(task),
-                    }
-                })
-                .rx
+                .or_insert_with(|| self.start(port))
+                .watch
                 .clone()
         };
-        if rx.borrow().is_none() {
+        if self.client.is_some() && watch.rx.borrow().is_none() {
+            let mut rx = watch.rx.clone();
             let _ = tokio::time::timeout(FIRST_POLICY_WAIT, rx.wait_for(Option::is_some)).await;
         }
-        let current = rx.borrow().clone();
-        current.unwrap_or_else(|| self.default.clone())
+        watch
+    }
+
+    fn start(&self, port: u16) -> Watched {
+        let default = Arc::new(PortPolicy::from_default(self.default, port, &self.metrics));
+        let (tx, rx) = watch::channel(None);
+        let task = self.client.as_ref().map(|(client, workload)| {
+            let spec = api::PortSpec {
+                workload: workload.clone(),
+                port: u32::from(port),
+            };
+            let metrics = self.metrics.clone();
+            AbortOnDrop(tokio::spawn(watch_port(client.clone(), spec, tx, metrics)))
+        });
+        Watched {
+            watch: PortWatch { rx, default },
+            _task: task,
+        }
     }
 }
 
@@ -264,7 +370,9 @@ async fn watch_port(
     mut client: InboundServerPoliciesClient<Channel>,
     spec: api::PortSpec,
     tx: watch::Sender<Option<Arc<PortPolicy>>>,
+    metrics: Metrics,
 ) {
+    let port = u16::try_from(spec.port).unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
     loop {
         match client.watch_port(spec.clone()).await {
@@ -272,11 +380,11 @@ async fn watch_port(
                 let mut stream = rsp.into_inner();
                 while let Ok(Some(server)) = stream.message().await {
                     backoff = Duration::from_millis(100);
-                    tx.send_replace(Some(Arc::new(PortPolicy::from_server(&server))));
+                    publish(&tx, &server, port, &metrics);
                 }
             }
             Err(status) => {
-                tracing::debug!(port = spec.port, %status, "inbound policy lookup failed");
+                tracing::debug!(port, %status, "inbound policy lookup failed");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -284,110 +392,40 @@ async fn watch_port(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use api::authn::{PermitMeshTls, PermitUnauthenticated, permit_mesh_tls};
-
-    fn net(ip: [u8; 4], len: u32) -> IpNetwork {
-        IpNetwork {
-            ip: Some(IpAddr::from(ip).into()),
-            prefix_len: len,
+/// Compiles `server` and publishes it; a policy that does not compile leaves the
+/// previous one in force (or, for a first policy, one that admits nobody).
+fn publish(
+    tx: &watch::Sender<Option<Arc<PortPolicy>>>,
+    server: &api::Server,
+    port: u16,
+    m: &Metrics,
+) {
+    match PortPolicy::from_server(server, port, m) {
+        Ok(policy) => {
+            tx.send_replace(Some(Arc::new(policy)));
         }
-    }
-
-    fn server(authz: Vec<api::Authz>, opaque: bool) -> api::Server {
-        api::Server {
-            protocol: Some(api::ProxyProtocol {
-                kind: Some(if opaque {
-                    Kind::Opaque(api::proxy_protocol::Opaque {})
+        Err(error) => {
+            let had_policy = tx.borrow().is_some();
+            tracing::warn!(
+                port,
+                %error,
+                "ignoring an inbound policy that does not compile; {}",
+                if had_policy {
+                    "keeping the previous one"
                 } else {
-                    Kind::Detect(Default::default())
-                }),
-            }),
-            authorizations: authz,
-            ..Default::default()
+                    "admitting nobody until a valid one arrives"
+                }
+            );
+            if !had_policy {
+                let opaque = matches!(
+                    server.protocol.as_ref().and_then(|p| p.kind.as_ref()),
+                    Some(Kind::Opaque(_))
+                );
+                tx.send_replace(Some(Arc::new(PortPolicy::deny_all(opaque, port, m))));
+            }
         }
-    }
-
-    fn authz(networks: Vec<api::Network>, permit: ApiPermit) -> api::Authz {
-        api::Authz {
-            networks,
-            authentication: Some(api::Authn {
-                permit: Some(permit),
-            }),
-            ..Default::default()
-        }
-    }
-
-    const APP: &str = "app.shop.serviceaccount.identity.linkerd-lite.cluster.local";
-    const EVIL: &str = "app.evil.serviceaccount.identity.linkerd-lite.cluster.local";
-
-    #[test]
-    fn identities_and_suffixes_admit_only_named_clients() {
-        let ids = permit_mesh_tls::PermitClientIdentities {
-            identities: vec![api::Identity { name: APP.into() }],
-            suffixes: vec![api::IdentitySuffix {
-                parts: vec!["ops".into(), "serviceaccount".into()],
-            }],
-        };
-        let p = PortPolicy::from_server(&server(
-            vec![authz(
-                vec![],
-                ApiPermit::MeshTls(PermitMeshTls {
-                    clients: Some(Clients::Identities(ids)),
-                }),
-            )],
-            true,
-        ));
-        let ip = IpAddr::from([10, 0, 0, 1]);
-        assert!(p.opaque);
-        assert!(p.authorize(ip, Some(APP)));
-        assert!(!p.authorize(ip, Some(EVIL)));
-        assert!(!p.authorize(ip, None), "plaintext refused");
-        assert!(!p.authorize(
-            ip,
-            Some("x.ops.serviceaccount.identity.linkerd-lite.cluster.local")
-        ));
-        assert!(has_suffix(
-            "a.b.ops.serviceaccount",
-            &["ops".into(), "serviceaccount".into()]
-        ));
-    }
-
-    #[test]
-    fn networks_and_exceptions_limit_unauthenticated_clients() {
-        let network = api::Network {
-            net: Some(net([10, 0, 0, 0], 8)),
-            except: vec![net([10, 1, 0, 0], 16)],
-        };
-        let p = PortPolicy::from_server(&server(
-            vec![authz(
-                vec![network],
-                ApiPermit::Unauthenticated(PermitUnauthenticated {}),
-            )],
-            false,
-        ));
-        assert!(!p.opaque);
-        assert!(p.authorize(IpAddr::from([10, 2, 3, 4]), None));
-        assert!(!p.authorize(IpAddr::from([10, 1, 3, 4]), None), "excepted");
-        assert!(
-            !p.authorize(IpAddr::from([192, 168, 0, 1]), None),
-            "outside"
-        );
-    }
-
-    #[test]
-    fn defaults_and_empty_servers() {
-        let ip = IpAddr::from([127, 0, 0, 1]);
-        assert!(PortPolicy::from_default(DefaultPolicy::AllUnauthenticated).authorize(ip, None));
-        let authn = PortPolicy::from_default(DefaultPolicy::AllAuthenticated);
-        assert!(!authn.authorize(ip, None));
-        assert!(authn.authorize(ip, Some(APP)));
-        assert!(!PortPolicy::from_default(DefaultPolicy::Deny).authorize(ip, Some(APP)));
-        assert!(!PortPolicy::from_server(&server(vec![], false)).authorize(ip, Some(APP)));
-        // An authorization without authentication is malformed and admits nobody.
-        let broken = api::Authz::default();
-        assert!(!PortPolicy::from_server(&server(vec![broken], false)).authorize(ip, None));
     }
 }
+
+#[cfg(test)]
+mod tests;

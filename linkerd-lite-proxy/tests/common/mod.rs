@@ -181,7 +181,7 @@ type Split = Vec<(String, u32)>;
 #[derive(Clone, Default)]
 pub struct TestDestination {
     sets: Arc<Mutex<HashMap<String, watch::Sender<Vec<Ep>>>>>,
-    policies: Arc<Mutex<HashMap<u32, inbound::Server>>>,
+    policies: Arc<Mutex<HashMap<u32, watch::Sender<inbound::Server>>>>,
     pub lookups: Arc<Mutex<Vec<String>>>,
     splits: Arc<Mutex<HashMap<String, watch::Sender<Split>>>>,
     /// `GetProfile` streams currently open.
@@ -224,12 +224,18 @@ impl TestDestination {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Sets the inbound policy of `port` (for any workload).
+    /// Sets the inbound policy of `port` (for any workload); open `WatchPort`
+    /// streams receive the new policy.
     pub fn set_policy(&self, port: u16, server: inbound::Server) {
-        self.policies
-            .lock()
-            .unwrap()
-            .insert(u32::from(port), server);
+        let mut policies = self.policies.lock().unwrap();
+        match policies.get(&u32::from(port)) {
+            Some(tx) => {
+                tx.send_replace(server);
+            }
+            None => {
+                policies.insert(u32::from(port), watch::channel(server).0);
+            }
+        }
     }
 
     /// Serves on a fresh loopback port.
@@ -394,12 +400,25 @@ impl InboundServerPolicies for TestDestination {
     ) -> Result<tonic::Response<Self::WatchPortStream>, tonic::Status> {
         let spec = req.into_inner();
         assert_eq!(spec.workload, r#"{"ns":"shop","pod":"web-0"}"#);
-        let server = self.policies.lock().unwrap().get(&spec.port).cloned();
-        let server = server.ok_or_else(|| tonic::Status::not_found("no server"))?;
+        let watch = self
+            .policies
+            .lock()
+            .unwrap()
+            .get(&spec.port)
+            .map(|tx| tx.subscribe());
+        let mut watch = watch.ok_or_else(|| tonic::Status::not_found("no server"))?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            let _ = tx.send(Ok(server)).await;
-            tx.closed().await;
+            loop {
+                let server = watch.borrow_and_update().clone();
+                if tx.send(Ok(server)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = watch.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
         });
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
