@@ -1,17 +1,20 @@
-//! Benchmark: client → server directly, and through two proxy processes over mTLS
-//! (client → outbound proxy → inbound proxy → server), in one run.
+//! Benchmark: client → server directly, through two bare TCP relay processes (the
+//! floor for any two extra processes on this machine), and through two proxy processes
+//! over mTLS (client → outbound proxy → inbound proxy → server), in one run.
 //!
 //! ```text
 //! cargo build --release -p linkerd-lite-proxy --bins --examples
 //! target/release/examples/bench [seconds-per-step]
+//! BENCH_STEPS=H1:2000,H2:5000 BENCH_MAX=0 target/release/examples/bench 10
 //! ```
 //!
 //! A constant-rate (open-loop) generator sends HTTP/1.1 keep-alive and HTTP/2
-//! requests at fixed rates (the schedule never waits for responses, so a stall shows
-//! up as queued requests rather than a slower generator); latency is timed from each
-//! request's send. Then a closed loop
-//! with 64 requests in flight measures maximum throughput. The proxies' resident
-//! memory is read from /proc idle and at the end of the 5,000 rps step.
+//! requests at fixed rates, paced on its own thread (the schedule never waits for
+//! responses, so a stall shows up as queued requests rather than a slower generator);
+//! latency is timed from each request's send. Each proxy's CPU time and context
+//! switches per request are read from /proc. Then a closed loop with 64 requests in
+//! flight measures maximum throughput. The proxies' resident memory is read from
+//! /proc idle and at the end of the 5,000 rps steps.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/common/mod.rs"]
