@@ -100,14 +100,7 @@ impl HttpRoute {
                 .map_err(|e| e.within(&format!("rules[{i}]")))?;
             matches.extend(ms);
         }
-        let authorizations = r
-            .authorizations
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                Authorization::from_proto(a).map_err(|e| e.within(&format!("authorizations[{i}]")))
-            })
-            .collect::<Result<_, _>>()?;
+        let authorizations = authorizations(&r.authorizations)?;
         let labels = labels(r.metadata.as_ref(), &HashMap::new());
         Ok(Self::new(
             hosts,
@@ -177,14 +170,7 @@ impl PortPolicy {
         port: u16,
         metrics: &Metrics,
     ) -> Result<Self, PolicyError> {
-        let authorizations: Vec<Authorization> = server
-            .authorizations
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                Authorization::from_proto(a).map_err(|e| e.within(&format!("authorizations[{i}]")))
-            })
-            .collect::<Result<_, _>>()?;
+        let authorizations = authorizations(&server.authorizations)?;
         let kind = server.protocol.as_ref().and_then(|p| p.kind.as_ref());
         let (field, routes): (&str, &[api::HttpRoute]) = match kind {
             Some(Kind::Detect(d)) => ("protocol.detect.http_routes", &d.http_routes),
@@ -425,6 +411,16 @@ fn publish(
             }
         }
     }
+}
+
+/// Compiles a list of authorizations; an error names the failing entry.
+fn authorizations(list: &[api::Authz]) -> Result<Vec<Authorization>, PolicyError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            Authorization::from_proto(a).map_err(|e| e.within(&format!("authorizations[{i}]")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
