@@ -152,6 +152,8 @@ pub struct Metrics {
     pub tcp_read: Family<TcpLabels, Counter>,
     /// `tcp_write_bytes_total`.
     pub tcp_write: Family<TcpLabels, Counter>,
+    /// `outbound_http_route_*`.
+    pub routes: crate::policy::RouteFamilies,
     registry: Arc<Registry>,
 }
 
@@ -174,6 +176,7 @@ impl Metrics {
             tcp_close: Family::default(),
             tcp_read: Family::default(),
             tcp_write: Family::default(),
+            routes: Default::default(),
             registry: Arc::new(Registry::default()),
         };
         r.register("request", "HTTP requests sent", m.requests.clone());
@@ -200,6 +203,7 @@ impl Metrics {
             "Bytes written to peers",
             m.tcp_write.clone(),
         );
+        m.routes.register(&mut r);
         Self {
             registry: Arc::new(r),
             ..m

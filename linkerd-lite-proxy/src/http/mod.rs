@@ -65,6 +65,23 @@ pub enum ProxyError {
     /// Policy forbids the client.
     #[error("client is not authorized")]
     Forbidden,
+    /// No route of the target's policy matches the request.
+    #[error("no route matches the request")]
+    NoRoute,
+    /// The route's request timeout passed.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The matched route cannot be applied.
+    #[error("{0}")]
+    InvalidRoute(&'static str),
+    /// A route's failure injector chose this request.
+    #[error("{message}")]
+    Injected {
+        /// The status to answer with.
+        status: StatusCode,
+        /// The reason.
+        message: std::sync::Arc<str>,
+    },
 }
 
 impl ProxyError {
@@ -73,9 +90,12 @@ impl ProxyError {
         match self {
             Self::Unavailable | Self::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NoAuthority => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::InvalidRoute(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Injected { status, .. } => *status,
         }
     }
 
@@ -93,6 +113,7 @@ impl ProxyError {
             let code = match status {
                 StatusCode::GATEWAY_TIMEOUT => "4",
                 StatusCode::FORBIDDEN => "7",
+                StatusCode::NOT_FOUND => "12",
                 _ => "14",
             };
             let h = rsp.headers_mut();
