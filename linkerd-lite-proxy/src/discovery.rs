@@ -14,10 +14,14 @@ use std::{
 use linkerd2_proxy_api::destination::{
     self as api, destination_client::DestinationClient, protocol_hint, update,
 };
+use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use crate::profile::{self, Profile};
+use crate::{
+    policy::{self, PolicyState, RouteFamilies},
+    profile::{self, Profile},
+};
 
 /// One endpoint of a target, as discovery describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +68,7 @@ pub struct ResolverError {
 #[derive(Clone, Debug)]
 pub struct Resolver {
     client: Option<DestinationClient<Channel>>,
+    policies: Option<OutboundPoliciesClient<Channel>>,
     context: Arc<str>,
 }
 
@@ -100,9 +105,21 @@ impl Resolver {
     /// A resolver over an existing channel to the destination service.
     pub fn with_channel(channel: Option<Channel>, context: &str) -> Self {
         Self {
+            policies: channel.clone().map(OutboundPoliciesClient::new),
             client: channel.map(DestinationClient::new),
             context: context.into(),
         }
+    }
+
+    /// Starts watching the outbound policy of `path` (an authority or `ip:port`),
+    /// asking as `workload`; route metrics register in `families`.
+    pub fn policy(
+        &self,
+        path: &str,
+        workload: Option<&str>,
+        families: &RouteFamilies,
+    ) -> (watch::Receiver<PolicyState>, ResolutionTask) {
+        policy::watch_policy(self.policies.clone(), path, workload, families.clone())
     }
 
     /// Starts watching the profile (traffic split) of `path`, an authority

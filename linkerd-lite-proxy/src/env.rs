@@ -27,9 +27,9 @@
 //! | `INBOUND_DEFAULT_PORT` | unset | local mode: application port for inbound connections that carry neither an original destination nor a transport header |
 //! | `DETECT_TIMEOUT` | `10s` | protocol detection gives up and treats the stream as opaque |
 //! | `CONNECT_TIMEOUT` | `1s` | connecting to an endpoint or the application |
-//! | `HTTP_RESPONSE_TIMEOUT` | unset | a response's headers must arrive within it, else 504 |
-//! | `FAILFAST_TIMEOUT` | `3s` | how long a request waits for an endpoint before 503 |
-//! | `MAX_PENDING_REQUESTS` | `10000` | requests allowed to wait for an endpoint per target; more fail at once with 503 |
+//! | `HTTP_RESPONSE_TIMEOUT` | unset | a response's headers must arrive within it, else 504; an outbound policy rule's `timeouts.response` overrides it |
+//! | `FAILFAST_TIMEOUT` | `3s` | how long a request waits for an endpoint before 503 (a policy backend's `queue.failfast_timeout` overrides it); also the longest a new target's first request waits for its policy and profile |
+//! | `MAX_PENDING_REQUESTS` | `10000` | requests allowed to wait for an endpoint per target; more fail at once with 503 (a policy backend's `queue.capacity` overrides it) |
 //! | `HEADER_READ_TIMEOUT` | `10s` | a client must send a request's headers within it (slowloris) |
 //! | `MAX_HEADER_BYTES` | `65536` | largest request line plus headers accepted |
 //! | `CACHE_IDLE_TIMEOUT` | `60s` | an unused target's discovery stream and balancer are dropped after it |

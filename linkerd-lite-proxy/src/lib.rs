@@ -13,8 +13,14 @@
 //! - [`outbound`] and [`inbound`]: the two directions, following the request path
 //!   (accept → detect → http or tcp → balance → endpoint).
 //! - [`detect`]: protocol and TLS ClientHello detection.
-//! - [`discovery`] and [`balance`]: `Destination.Get` streams, p2c + peak EWMA.
-//! - [`profile`]: `Destination.GetProfile` streams and weighted traffic splits.
+//! - [`discovery`] and [`balance`]: `Destination.Get` streams, p2c + peak EWMA,
+//!   failure accrual (circuit breaking).
+//! - [`policy`]: `OutboundPolicies.Watch` streams: routes, backends, timeouts,
+//!   retries, failure accrual.
+//! - [`retry`] and [`backoff`]: retries with budgets and replayable bodies.
+//! - [`route`]: HTTP route matching (Gateway API precedence), shared by both sides.
+//! - [`profile`]: `Destination.GetProfile` streams: traffic splits (when no policy)
+//!   and retry budgets.
 //! - [`http`]: connectors, pooled clients, forwarding, errors as responses.
 //! - [`identity`]: the certified workload identity (certify loop, TLS configurations).
 //! - [`tls`]: the TLS seams, the transport header and the client-identity header.
@@ -25,6 +31,7 @@
 //! - [`io`] and [`net`]: stream adaptors and socket helpers.
 
 pub mod admin;
+pub mod backoff;
 pub mod balance;
 pub mod detect;
 pub mod discovery;
@@ -37,8 +44,10 @@ pub mod io;
 pub mod metrics;
 pub mod net;
 pub mod outbound;
+pub mod policy;
 pub mod profile;
 pub mod proxy;
 pub mod ready;
+pub mod retry;
 pub mod route;
 pub mod tls;

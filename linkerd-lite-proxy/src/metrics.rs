@@ -194,6 +194,8 @@ pub struct Metrics {
     pub http_authz_allow: Family<AuthzLabels, Counter>,
     /// `inbound_http_authz_deny_total`.
     pub http_authz_deny: Family<AuthzLabels, Counter>,
+    /// `outbound_http_route_*`.
+    pub routes: crate::policy::RouteFamilies,
     registry: Arc<Registry>,
 }
 
@@ -218,6 +220,7 @@ impl Metrics {
             tcp_write: Family::default(),
             http_authz_allow: Family::default(),
             http_authz_deny: Family::default(),
+            routes: Default::default(),
             registry: Arc::new(Registry::default()),
         };
         r.register("request", "HTTP requests sent", m.requests.clone());
@@ -254,6 +257,7 @@ impl Metrics {
             "Inbound HTTP requests refused because no authorization of their route admitted the client",
             m.http_authz_deny.clone(),
         );
+        m.routes.register(&mut r);
         Self {
             registry: Arc::new(r),
             ..m

@@ -1,6 +1,9 @@
 //! The profile client: a `Destination.GetProfile` stream per outbound HTTP target,
 //! reduced to what the proxy applies (the weighted `dst_overrides` of a traffic
-//! split) and published on a `watch` channel.
+//! split, and the retry budget) and published on a `watch` channel.
+//!
+//! When the target has an outbound policy, the policy governs splits and the
+//! overrides are ignored; the retry budget applies either way.
 //!
 //! A profile never blocks traffic for long: when the destination service does not
 //! serve profiles, refuses the target, or cannot be reached, the target is treated
@@ -14,7 +17,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::discovery::ResolutionTask;
+use crate::{discovery::ResolutionTask, policy::pick_weighted, retry::BudgetParams};
 
 /// One backend of a traffic split.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,13 +29,18 @@ pub struct DstOverride {
 }
 
 /// What the proxy knows of a target's profile.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Profile {
     /// No answer yet.
     #[default]
     Pending,
-    /// The target's traffic split; empty means "send to the target itself".
-    Known(Arc<[DstOverride]>),
+    /// The target's profile.
+    Known {
+        /// The traffic split; empty means "send to the target itself".
+        overrides: Arc<[DstOverride]>,
+        /// The retry budget, when the profile carries one.
+        budget: Option<BudgetParams>,
+    },
 }
 
 impl Profile {
@@ -40,7 +48,17 @@ impl Profile {
     pub fn overrides(&self) -> Option<&[DstOverride]> {
         match self {
             Profile::Pending => None,
-            Profile::Known(o) => Some(o),
+            Profile::Known { overrides, .. } => Some(overrides),
+        }
+    }
+
+    /// The retry budget's parameters: the profile's, else the defaults.
+    pub fn budget(&self) -> BudgetParams {
+        match self {
+            Profile::Known {
+                budget: Some(b), ..
+            } => *b,
+            _ => BudgetParams::default(),
         }
     }
 }
@@ -51,20 +69,7 @@ pub fn pick<'a, R: Rng + ?Sized>(
     overrides: &'a [DstOverride],
     rng: &mut R,
 ) -> Option<&'a DstOverride> {
-    let total: u64 = overrides.iter().map(|o| u64::from(o.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut point = rng.random_range(0..total);
-    for o in overrides {
-        let w = u64::from(o.weight);
-        if point < w {
-            return Some(o);
-        }
-        point -= w;
-    }
-    // Unreachable: `point < total`, the sum of all weights.
-    None
+    pick_weighted(overrides, |o| o.weight, rng)
 }
 
 /// Starts watching the profile of `path` (an authority `name:port` or `ip:port`).
@@ -75,7 +80,7 @@ pub fn watch_profile(
     context: &str,
 ) -> (watch::Receiver<Profile>, ResolutionTask) {
     let Some(client) = client else {
-        let (_tx, rx) = watch::channel(Profile::Known(Arc::from(Vec::new())));
+        let (_tx, rx) = watch::channel(no_overrides());
         return (rx, ResolutionTask::none());
     };
     let (tx, rx) = watch::channel(Profile::Pending);
@@ -88,7 +93,10 @@ pub fn watch_profile(
 }
 
 fn no_overrides() -> Profile {
-    Profile::Known(Arc::from(Vec::new()))
+    Profile::Known {
+        overrides: Arc::from(Vec::new()),
+        budget: None,
+    }
 }
 
 /// Leaves a still-pending profile as "no overrides", so requests stop waiting.
@@ -159,14 +167,17 @@ async fn run(
 fn convert(profile: api::DestinationProfile) -> Profile {
     let overrides: Vec<DstOverride> = profile
         .dst_overrides
-        .into_iter()
+        .iter()
         .filter(|d| !d.authority.is_empty())
         .map(|d| DstOverride {
-            authority: d.authority.into(),
+            authority: d.authority.as_str().into(),
             weight: d.weight,
         })
         .collect();
-    Profile::Known(overrides.into())
+    Profile::Known {
+        overrides: overrides.into(),
+        budget: profile.retry_budget.as_ref().map(BudgetParams::from_proto),
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +255,27 @@ mod tests {
             Some(&[ov("web-v1.shop.svc.cluster.local:80", 500)][..])
         );
         assert_eq!(Profile::Pending.overrides(), None);
+        assert_eq!(p.budget(), BudgetParams::default(), "no budget: defaults");
+
+        let p = convert(api::DestinationProfile {
+            retry_budget: Some(api::RetryBudget {
+                retry_ratio: 0.5,
+                min_retries_per_second: 1,
+                ttl: Some(prost_types::Duration {
+                    seconds: 3,
+                    nanos: 0,
+                }),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            p.budget(),
+            BudgetParams {
+                ratio: 0.5,
+                min_per_second: 1,
+                ttl: Duration::from_secs(3)
+            }
+        );
     }
 
     #[test]
@@ -251,7 +283,10 @@ mod tests {
         let (tx, rx) = watch::channel(Profile::Pending);
         settle(&tx);
         assert_eq!(*rx.borrow(), no_overrides());
-        let known = Profile::Known(Arc::from(vec![ov("v2:80", 1)]));
+        let known = Profile::Known {
+            overrides: Arc::from(vec![ov("v2:80", 1)]),
+            budget: None,
+        };
         tx.send_replace(known.clone());
         settle(&tx);
         assert_eq!(*rx.borrow(), known);

@@ -13,7 +13,6 @@ use std::{
 };
 
 use http::Uri;
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
         Client,
@@ -305,7 +304,7 @@ impl tower::Service<Uri> for Connector {
 }
 
 /// A pooled HTTP client over one connector.
-pub type HttpClient = Client<Connector, Incoming>;
+pub type HttpClient = Client<Connector, crate::retry::ReqBody>;
 
 /// Builds a pooled client; `h2` selects HTTP/2 with prior knowledge.
 pub fn client(connector: Connector, h2: bool) -> HttpClient {

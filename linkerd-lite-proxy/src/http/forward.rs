@@ -16,7 +16,10 @@ use super::{
     classify::{ClassifyBody, Recorder, grpc_ok},
     client::{Connector, HttpClient},
 };
-use crate::metrics::{HttpLabels, Metrics};
+use crate::{
+    metrics::{HttpLabels, Metrics},
+    retry::ReqBody,
+};
 
 /// The clients and metric handles of one endpoint, built once when discovery adds it.
 #[derive(Debug)]
@@ -53,10 +56,11 @@ impl EndpointClients {
     /// Sends `req` to the endpoint under `authority`.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<impl Into<ReqBody>>,
         authority: &Authority,
         timeout: Option<Duration>,
     ) -> Result<Response<Body>, ProxyError> {
+        let mut req = req.map(Into::into);
         self.requests.inc();
         let start = Instant::now();
         let upgrade = is_upgrade(&req);

@@ -65,9 +65,23 @@ pub enum ProxyError {
     /// Policy forbids the client.
     #[error("client is not authorized")]
     Forbidden,
-    /// No route of the inbound policy matches the request.
+    /// No route of the policy (inbound or outbound) matches the request.
     #[error("no route found for request")]
     NoRoute,
+    /// The route's request timeout passed.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The matched route cannot be applied.
+    #[error("{0}")]
+    InvalidRoute(&'static str),
+    /// A route's failure injector chose this request.
+    #[error("{message}")]
+    Injected {
+        /// The status to answer with.
+        status: StatusCode,
+        /// The reason.
+        message: std::sync::Arc<str>,
+    },
 }
 
 impl ProxyError {
@@ -76,10 +90,12 @@ impl ProxyError {
         match self {
             Self::Unavailable | Self::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect(_) | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout | Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NoAuthority => StatusCode::BAD_REQUEST,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::InvalidRoute(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Injected { status, .. } => *status,
         }
     }
 

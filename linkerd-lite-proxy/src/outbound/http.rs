@@ -1,4 +1,5 @@
-//! The outbound HTTP service: route each request to its target's balancer.
+//! The outbound HTTP service: route each request by its target's policy, or to its
+//! target's balancer.
 
 use std::{
     convert::Infallible,
@@ -15,10 +16,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::{Outbound, Target, accept::addr_key, tcp};
+use super::{Outbound, Target, accept::addr_key, routes, target::Plan, tcp};
 use crate::{
-    balance::{Pick, PickError},
     http::{Body, ProxyError, authority_of, boxed, client::Dest, is_grpc},
+    retry::ReqBody,
 };
 
 /// Routes the requests of one accepted connection.
@@ -69,17 +70,16 @@ impl OutboundHttp {
             .or_else(|| self.orig.and_then(|o| o.to_string().parse().ok()))
             .ok_or(ProxyError::NoAuthority)?;
         let root = self.target(&authority);
-        let target = self.outbound.backend(&root).await;
-        let timeout = self.outbound.config.response_timeout;
-        match target.balancer.pick().await {
-            Ok(Pick::Endpoint(f)) => {
-                let rsp = f.slot.value.forward(req, &authority, timeout).await;
-                f.complete();
-                rsp
+        match self.outbound.plan(&root).await {
+            Plan::Policy(policy) => {
+                routes::send(&self.outbound, &root, &policy, req, &authority).await
             }
-            Ok(Pick::NotFound) => target.fallback.forward(req, &authority, timeout).await,
-            Err(PickError::NoEndpoints) => Err(ProxyError::Unavailable),
-            Err(PickError::QueueFull) => Err(ProxyError::QueueFull),
+            Plan::Direct(target) => {
+                let timeout = self.outbound.config.response_timeout;
+                target
+                    .send(req.map(ReqBody::from), &authority, timeout)
+                    .await
+            }
         }
     }
 

@@ -8,10 +8,13 @@
 //! - `accept`: the listener and per-connection protocol detection.
 //! - `target`: discovery and balancing per target, cached with an idle timeout.
 //! - `http`: the per-request routing service.
+//! - `routes`: requests routed by an outbound policy: rule, filters, backend,
+//!   timeouts and retries.
 //! - `tcp`: opaque forwarding.
 
 mod accept;
 mod http;
+mod routes;
 mod target;
 mod tcp;
 

@@ -1,7 +1,8 @@
 //! Targets: what the outbound side sends to. Each has a discovery stream and a
 //! balancer, shared by every connection and dropped after an idle timeout. An HTTP
-//! target also watches its profile, whose traffic split may send each request to
-//! another target (a backend) instead.
+//! target also watches its outbound policy and its profile: the policy's routes
+//! send each request to one of their backends (other targets, or the target
+//! itself); without a policy, the profile's traffic split does.
 
 use std::{
     collections::HashMap,
@@ -13,18 +14,22 @@ use std::{
     time::Duration,
 };
 
+use http::{Request, Response, uri::Authority};
 use tokio::{sync::watch, time::Instant};
 
 use crate::{
-    balance::{BalanceConfig, Balancer},
+    balance::{BalanceConfig, Balancer, Pick, PickError},
     discovery::{Endpoint, ResolutionTask, Resolver},
     env::Config,
     http::{
+        Body, ProxyError,
         client::{Connector, Dest, TlsTarget},
         forward::EndpointClients,
     },
     metrics::{Direction, HttpLabels, Metrics, TcpLabels},
+    policy::{OutboundPolicy, PolicyState},
     profile::{self, Profile},
+    retry::{ReqBody, RetryBudget},
     tls::{SessionProtocol, TlsProvider, TransportHeader},
 };
 
@@ -53,6 +58,20 @@ pub struct Target {
     _resolution: ResolutionTask,
     /// The profile stream, opened by the first HTTP request.
     profile: OnceLock<(watch::Receiver<Profile>, ResolutionTask)>,
+    /// The outbound policy stream, opened by the first HTTP request.
+    policy: OnceLock<(watch::Receiver<PolicyState>, ResolutionTask)>,
+    /// The retry budget of requests addressed to this target.
+    budget: OnceLock<RetryBudget>,
+}
+
+/// How an HTTP request for a target is routed.
+#[derive(Debug)]
+pub(super) enum Plan {
+    /// By the target's outbound policy.
+    Policy(Arc<OutboundPolicy>),
+    /// Without a policy: to this target (the profile's split backend, or the
+    /// target itself).
+    Direct(Arc<Target>),
 }
 
 impl Outbound {
@@ -108,24 +127,69 @@ impl Outbound {
             last_used_ms: AtomicU64::new(now),
             _resolution: task,
             profile: OnceLock::new(),
+            policy: OnceLock::new(),
+            budget: OnceLock::new(),
         });
         targets.insert(key, target.clone());
         target
     }
 
-    /// Where one HTTP request for `root` goes: a backend of its traffic split, drawn
-    /// in proportion to the weights, or `root` itself when it has no split. The
-    /// first request waits (up to the fail-fast timeout) for the profile, so a
-    /// split applies from the first request on.
-    pub async fn backend(&self, root: &Arc<Target>) -> Arc<Target> {
-        let mut rx = root
-            .profile
+    /// How one HTTP request for `root` is routed: by its outbound policy when the
+    /// destination serves one; otherwise to a backend of its traffic split (drawn
+    /// in proportion to the weights), or to `root` itself. The first request waits,
+    /// up to the fail-fast timeout in all, for the first answers, so that policy
+    /// and split apply from the first request on.
+    pub(super) async fn plan(&self, root: &Arc<Target>) -> Plan {
+        let (policy, _) = root.policy.get_or_init(|| {
+            let workload = self.config.inbound_workload.as_deref();
+            self.resolver
+                .policy(&root.key, workload, &self.metrics.routes)
+        });
+        // Both streams open together, so a fallback does not wait twice.
+        root.profile
+            .get_or_init(|| self.resolver.profile(&root.key));
+        if let PolicyState::Known(p) = &*policy.borrow() {
+            return Plan::Policy(p.clone());
+        }
+        let mut policy = policy.clone();
+        let mut deadline = None;
+        if policy.borrow().is_pending() {
+            let at = Instant::now() + self.config.failfast_timeout;
+            deadline = Some(at);
+            let known = policy.wait_for(|p| !p.is_pending());
+            let _ = tokio::time::timeout_at(at, known).await;
+        }
+        if let PolicyState::Known(p) = &*policy.borrow() {
+            return Plan::Policy(p.clone());
+        }
+        Plan::Direct(self.split_backend(root, self.profile(root), deadline).await)
+    }
+
+    fn profile(&self, root: &Target) -> watch::Receiver<Profile> {
+        root.profile
             .get_or_init(|| self.resolver.profile(&root.key))
             .0
-            .clone();
+            .clone()
+    }
+
+    /// The retry budget of `root`, its parameters following the profile.
+    pub(super) fn budget<'t>(&self, root: &'t Target) -> &'t RetryBudget {
+        let budget = root.budget.get_or_init(RetryBudget::default);
+        budget.configure(self.profile(root).borrow().budget());
+        budget
+    }
+
+    /// A backend of `root`'s traffic split, or `root` itself.
+    async fn split_backend(
+        &self,
+        root: &Arc<Target>,
+        mut rx: watch::Receiver<Profile>,
+        deadline: Option<Instant>,
+    ) -> Arc<Target> {
         if *rx.borrow() == Profile::Pending {
+            let at = deadline.unwrap_or_else(|| Instant::now() + self.config.failfast_timeout);
             let known = rx.wait_for(|p| *p != Profile::Pending);
-            let _ = tokio::time::timeout(self.config.failfast_timeout, known).await;
+            let _ = tokio::time::timeout_at(at, known).await;
         }
         let chosen = {
             let p = rx.borrow();
@@ -137,9 +201,14 @@ impl Outbound {
                 _ => return root.clone(),
             }
         };
-        self.target(&chosen, || match chosen.parse::<SocketAddr>() {
+        self.target_by_name(&chosen)
+    }
+
+    /// The target for a backend authority (`name:port` or `ip:port`).
+    pub(super) fn target_by_name(&self, authority: &Arc<str>) -> Arc<Target> {
+        self.target(authority, || match authority.parse::<SocketAddr>() {
             Ok(a) => Dest::Addr(a),
-            Err(_) => Dest::Name(chosen.clone()),
+            Err(_) => Dest::Name(authority.clone()),
         })
     }
 
@@ -153,6 +222,15 @@ impl Outbound {
             Arc::strong_count(t) > 1 || now - t.last_used_ms.load(Ordering::Relaxed) < idle
         });
         before - targets.len()
+    }
+
+    /// Whether the cached target `key` routes by an outbound policy.
+    pub fn policy_known(&self, key: &str) -> bool {
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets
+            .get(key)
+            .and_then(|t| t.policy.get())
+            .is_some_and(|(rx, _)| matches!(*rx.borrow(), PolicyState::Known(_)))
     }
 
     /// How many targets are cached.
@@ -178,6 +256,27 @@ impl Target {
     pub fn touch(&self, outbound: &Outbound) {
         self.last_used_ms
             .store(outbound.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Sends one request to an endpoint of this target (one try): picks it,
+    /// forwards, and records latency and the outcome for failure accrual.
+    pub(super) async fn send(
+        &self,
+        req: Request<ReqBody>,
+        authority: &Authority,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Body>, ProxyError> {
+        match self.balancer.pick().await {
+            Ok(Pick::Endpoint(mut f)) => {
+                let rsp = f.slot.value.forward(req, authority, timeout).await;
+                f.complete();
+                f.record(rsp.as_ref().is_ok_and(|r| !r.status().is_server_error()));
+                rsp
+            }
+            Ok(Pick::NotFound) => self.fallback.forward(req, authority, timeout).await,
+            Err(PickError::NoEndpoints) => Err(ProxyError::Unavailable),
+            Err(PickError::QueueFull) => Err(ProxyError::QueueFull),
+        }
     }
 }
 

@@ -3,6 +3,9 @@
 //! sockets.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod apps;
+pub mod policy;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -31,6 +34,10 @@ use linkerd2_proxy_api::{
         inbound_server_policies_server::InboundServerPoliciesServer,
     },
     net::TcpAddress,
+    outbound::{
+        self as outbound_api, outbound_policies_server::OutboundPolicies,
+        outbound_policies_server::OutboundPoliciesServer, traffic_spec,
+    },
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::RootCertStore;
@@ -174,8 +181,8 @@ impl Ep {
     }
 }
 
-/// A scripted traffic split: `(authority, weight)` backends.
-type Split = Vec<(String, u32)>;
+/// A scripted profile: `(authority, weight)` backends and a retry budget.
+type Split = (Vec<(String, u32)>, Option<api::RetryBudget>);
 
 /// A destination service whose answers the test scripts.
 #[derive(Clone, Default)]
@@ -186,6 +193,11 @@ pub struct TestDestination {
     splits: Arc<Mutex<HashMap<String, watch::Sender<Split>>>>,
     /// `GetProfile` streams currently open.
     pub profile_streams: Arc<std::sync::atomic::AtomicUsize>,
+    outbound: Arc<Mutex<HashMap<String, watch::Sender<outbound_api::OutboundPolicy>>>>,
+    /// `OutboundPolicies.Watch` calls, by target (authority or `ip:port`).
+    pub policy_watches: Arc<Mutex<Vec<String>>>,
+    /// `OutboundPolicies.Watch` streams currently open.
+    pub policy_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestDestination {
@@ -210,12 +222,52 @@ impl TestDestination {
         let mut splits = self.splits.lock().unwrap();
         match splits.get(path) {
             Some(tx) => {
-                tx.send_replace(backends);
+                tx.send_modify(|s| s.0 = backends);
             }
             None => {
-                splits.insert(path.to_string(), watch::channel(backends).0);
+                splits.insert(path.to_string(), watch::channel((backends, None)).0);
             }
         }
+    }
+
+    /// Sets the retry budget of `path`'s profile (creating a profile without a
+    /// split if there is none).
+    pub fn set_retry_budget(&self, path: &str, ratio: f32, min_per_second: u32, ttl: Duration) {
+        let budget = api::RetryBudget {
+            retry_ratio: ratio,
+            min_retries_per_second: min_per_second,
+            ttl: Some(ttl.try_into().unwrap()),
+        };
+        let mut splits = self.splits.lock().unwrap();
+        match splits.get(path) {
+            Some(tx) => {
+                tx.send_modify(|s| s.1 = Some(budget));
+            }
+            None => {
+                splits.insert(path.to_string(), watch::channel((vec![], Some(budget))).0);
+            }
+        }
+    }
+
+    /// Sets the outbound policy of `target` (an authority or `ip:port`); open
+    /// `OutboundPolicies.Watch` streams receive it. Unscripted targets answer
+    /// `NotFound`, as the real destination does for non-Services.
+    pub fn set_outbound(&self, target: &str, policy: outbound_api::OutboundPolicy) {
+        let mut policies = self.outbound.lock().unwrap();
+        match policies.get(target) {
+            Some(tx) => {
+                tx.send_replace(policy);
+            }
+            None => {
+                policies.insert(target.to_string(), watch::channel(policy).0);
+            }
+        }
+    }
+
+    /// How many `OutboundPolicies.Watch` streams are open.
+    pub fn open_policy_streams(&self) -> usize {
+        self.policy_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many `GetProfile` streams are open.
@@ -249,10 +301,12 @@ impl TestDestination {
         let addr = listener.local_addr().unwrap();
         let svc = DestinationServer::new(self.clone());
         let policy = InboundServerPoliciesServer::new(self.clone());
+        let outbound = OutboundPoliciesServer::new(self.clone());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
                 .add_service(policy)
+                .add_service(outbound)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         addr
@@ -356,9 +410,10 @@ impl Destination for TestDestination {
         open.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             loop {
-                let backends = watch.borrow_and_update().clone();
+                let (backends, retry_budget) = watch.borrow_and_update().clone();
                 let profile = api::DestinationProfile {
                     fully_qualified_name: path.clone(),
+                    retry_budget,
                     dst_overrides: backends
                         .into_iter()
                         .map(|(authority, weight)| api::WeightedDst {
@@ -370,6 +425,60 @@ impl Destination for TestDestination {
                     ..Default::default()
                 };
                 if tx.send(Ok(profile)).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    r = watch.changed() => if r.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl OutboundPolicies for TestDestination {
+    type WatchStream = ReceiverStream<Result<outbound_api::OutboundPolicy, tonic::Status>>;
+
+    async fn get(
+        &self,
+        _req: tonic::Request<outbound_api::TrafficSpec>,
+    ) -> Result<tonic::Response<outbound_api::OutboundPolicy>, tonic::Status> {
+        Err(tonic::Status::unimplemented("only watch is scripted"))
+    }
+
+    async fn watch(
+        &self,
+        req: tonic::Request<outbound_api::TrafficSpec>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        use std::sync::atomic::Ordering;
+        let target = match req.into_inner().target {
+            Some(traffic_spec::Target::Authority(a)) => a,
+            Some(traffic_spec::Target::Addr(a)) => {
+                let ip = std::net::IpAddr::try_from(a.ip.unwrap()).unwrap();
+                SocketAddr::new(ip, a.port as u16).to_string()
+            }
+            None => return Err(tonic::Status::invalid_argument("no target")),
+        };
+        self.policy_watches.lock().unwrap().push(target.clone());
+        let watch = self
+            .outbound
+            .lock()
+            .unwrap()
+            .get(&target)
+            .map(|s| s.subscribe());
+        let Some(mut watch) = watch else {
+            return Err(tonic::Status::not_found("not a scripted service"));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let open = self.policy_streams.clone();
+        open.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            loop {
+                let policy = watch.borrow_and_update().clone();
+                if tx.send(Ok(policy)).await.is_err() {
                     break;
                 }
                 tokio::select! {
