@@ -469,26 +469,14 @@ impl OutboundPolicies for TestDestination {
             .unwrap()
             .get(&target)
             .map(|s| s.subscribe());
-        let Some(mut watch) = watch else {
+        let Some(watch) = watch else {
             return Err(tonic::Status::not_found("not a scripted service"));
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let open = self.policy_streams.clone();
         open.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            loop {
-                let policy = watch.borrow_and_update().clone();
-                if tx.send(Ok(policy)).await.is_err() {
-                    break;
-                }
-                tokio::select! {
-                    r = watch.changed() => if r.is_err() { break },
-                    _ = tx.closed() => break,
-                }
-            }
+        Ok(tonic::Response::new(stream_watch(watch, move || {
             open.fetch_sub(1, Ordering::SeqCst);
-        });
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        })))
     }
 }
 
@@ -515,22 +503,32 @@ impl InboundServerPolicies for TestDestination {
             .unwrap()
             .get(&spec.port)
             .map(|tx| tx.subscribe());
-        let mut watch = watch.ok_or_else(|| tonic::Status::not_found("no server"))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            loop {
-                let server = watch.borrow_and_update().clone();
-                if tx.send(Ok(server)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    r = watch.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        let watch = watch.ok_or_else(|| tonic::Status::not_found("no server"))?;
+        Ok(tonic::Response::new(stream_watch(watch, || {})))
     }
+}
+
+/// Streams a scripted watch's current value and every change until either side
+/// goes away; then calls `done`.
+fn stream_watch<T: Clone + Send + Sync + 'static>(
+    mut watch: watch::Receiver<T>,
+    done: impl FnOnce() + Send + 'static,
+) -> ReceiverStream<Result<T, tonic::Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let value = watch.borrow_and_update().clone();
+            if tx.send(Ok(value)).await.is_err() {
+                break;
+            }
+            tokio::select! {
+                r = watch.changed() => if r.is_err() { break },
+                _ = tx.closed() => break,
+            }
+        }
+        done();
+    });
+    ReceiverStream::new(rx)
 }
 
 // === Application servers ===
