@@ -21,10 +21,12 @@
 mod common;
 #[path = "../tests/identity_common/mod.rs"]
 mod identity_common;
+#[path = "../tests/proxy_process/mod.rs"]
+mod proxy_process;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::Arc,
     time::Duration,
 };
@@ -34,84 +36,10 @@ use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use proxy_process::{ProxyProcess, free_port};
 use tokio::{sync::Mutex, time::Instant};
 
 const AUTHORITY: &str = "web.bench:80";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc {
-    child: Child,
-    outbound: SocketAddr,
-    inbound: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Proc {
-    fn spawn(bin: &std::path::Path, vars: &[(&str, String)]) -> Self {
-        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        let (outbound, inbound, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env(
-                "LINKERD_LITE_PROXY_OUTBOUND_LISTEN_ADDR",
-                outbound.to_string(),
-            )
-            .env(
-                "LINKERD_LITE_PROXY_INBOUND_LISTEN_ADDR",
-                inbound.to_string(),
-            )
-            .env("LINKERD_LITE_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-            .stdout(Stdio::null());
-        for (k, v) in vars {
-            cmd.env(format!("LINKERD_LITE_PROXY_{k}"), v);
-        }
-        Self {
-            child: cmd.spawn().unwrap(),
-            outbound,
-            inbound,
-            admin,
-        }
-    }
-
-    fn rss_kb(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    async fn ready(&self) -> bool {
-        if tokio::net::TcpStream::connect(self.admin).await.is_err() {
-            return false;
-        }
-        H1::connect(self.admin)
-            .await
-            .get("localhost", "/ready", &[])
-            .await
-            .status
-            == 200
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Proto {
@@ -420,29 +348,18 @@ async fn bench() {
     let dst_addr = dst.spawn().await;
     let app = app_server("web", Duration::ZERO).await;
     let id_vars = |sa: &str| {
-        vec![
-            ("IDENTITY_ADDR", identity_addr.to_string()),
-            ("IDENTITY_NAME", identity_common::dns(sa)),
-            (
-                "IDENTITY_TOKEN_FILE",
-                ca.dir
-                    .path()
-                    .join(format!("{sa}.token"))
-                    .display()
-                    .to_string(),
-            ),
-            ("IDENTITY_TRUST_ANCHORS", ca.pki.trust_anchor_pem.clone()),
-            ("LOG", "error".to_string()),
-            (
-                "CORES",
-                std::env::var("PROXY_CORES").unwrap_or_else(|_| "1".into()),
-            ),
-        ]
+        let mut vars = identity_common::proxy_vars(&ca, identity_addr, sa);
+        vars.push(("LOG", "error".to_string()));
+        vars.push((
+            "CORES",
+            std::env::var("PROXY_CORES").unwrap_or_else(|_| "1".into()),
+        ));
+        vars
     };
-    let server = Proc::spawn(&bin, &id_vars("web"));
+    let server = ProxyProcess::spawn(&bin, &id_vars("web"));
     let mut cvars = id_vars("api");
     cvars.push(("DESTINATION_ADDR", dst_addr.to_string()));
-    let client = Proc::spawn(&bin, &cvars);
+    let client = ProxyProcess::spawn(&bin, &cvars);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(server.ready().await && client.ready().await) {
         assert!(Instant::now() < deadline, "proxies never became ready");

@@ -5,92 +5,16 @@
 
 mod common;
 mod identity_common;
+mod proxy_process;
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use common::*;
 use http::StatusCode;
+use proxy_process::ProxyProcess;
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct ProxyProcess {
-    child: Child,
-    outbound: SocketAddr,
-    inbound: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl ProxyProcess {
-    fn spawn(vars: &[(&str, String)]) -> Self {
-        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        let (outbound, inbound, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_linkerd-lite-proxy"));
-        cmd.env_clear()
-            .env(
-                "LINKERD_LITE_PROXY_OUTBOUND_LISTEN_ADDR",
-                outbound.to_string(),
-            )
-            .env(
-                "LINKERD_LITE_PROXY_INBOUND_LISTEN_ADDR",
-                inbound.to_string(),
-            )
-            .env("LINKERD_LITE_PROXY_ADMIN_LISTEN_ADDR", admin.to_string())
-            .env("LINKERD_LITE_PROXY_SHUTDOWN_GRACE_PERIOD", "2s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in vars {
-            cmd.env(format!("LINKERD_LITE_PROXY_{k}"), v);
-        }
-        Self {
-            child: cmd.spawn().unwrap(),
-            outbound,
-            inbound,
-            admin,
-        }
-    }
-
-    async fn ready(&self) -> bool {
-        let Ok(tcp) = tokio::net::TcpStream::connect(self.admin).await else {
-            return false;
-        };
-        drop(tcp);
-        let mut c = H1::connect(self.admin).await;
-        c.get("localhost", "/ready", &[]).await.status == StatusCode::OK
-    }
-
-    /// Waits for the process to exit; returns whether it exited successfully.
-    async fn exit(mut self) -> bool {
-        tokio::task::spawn_blocking(move || self.child.wait().unwrap().success())
-            .await
-            .unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn proxy(vars: &[(&str, String)]) -> ProxyProcess {
+    ProxyProcess::spawn(Path::new(env!("CARGO_BIN_EXE_linkerd-lite-proxy")), vars)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,25 +25,11 @@ async fn two_proxy_processes_carry_http_over_mtls_with_certified_identities() {
     let dst = TestDestination::default();
     let dst_addr = dst.spawn().await;
     let app = app_server("web", Duration::ZERO).await;
-    let identity_vars = |sa: &str| {
-        vec![
-            ("IDENTITY_ADDR", identity_addr.to_string()),
-            ("IDENTITY_NAME", identity_common::dns(sa)),
-            (
-                "IDENTITY_TOKEN_FILE",
-                ca.dir
-                    .path()
-                    .join(format!("{sa}.token"))
-                    .display()
-                    .to_string(),
-            ),
-            ("IDENTITY_TRUST_ANCHORS", ca.pki.trust_anchor_pem.clone()),
-        ]
-    };
-    let server = ProxyProcess::spawn(&identity_vars("web"));
+    let identity_vars = |sa: &str| identity_common::proxy_vars(&ca, identity_addr, sa);
+    let server = proxy(&identity_vars("web"));
     let mut client_vars = identity_vars("api");
     client_vars.push(("DESTINATION_ADDR", dst_addr.to_string()));
-    let client = ProxyProcess::spawn(&client_vars);
+    let client = proxy(&client_vars);
     assert_eventually!(
         server.ready().await && client.ready().await,
         Duration::from_secs(20),
@@ -188,7 +98,7 @@ async fn a_bad_variable_stops_start_up_naming_it() {
 #[tokio::test]
 async fn plaintext_process_serves_admin_and_proxies_locally() {
     let app = app_server("web", Duration::ZERO).await;
-    let p = ProxyProcess::spawn(&[]);
+    let p = proxy(&[]);
     assert_eventually!(p.ready().await, Duration::from_secs(10), "never ready");
     let mut c = H1::connect(p.outbound).await;
     let r = c.get(&app.to_string(), "/", &[]).await;

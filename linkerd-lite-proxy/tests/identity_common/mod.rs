@@ -40,6 +40,24 @@ pub fn ca() -> Ca {
     Ca { dir, pki }
 }
 
+/// The proxy variables (without the prefix) that certify a proxy as service account
+/// `sa` of namespace `shop` with the identity service at `identity_addr`.
+pub fn proxy_vars(ca: &Ca, identity_addr: SocketAddr, sa: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("IDENTITY_ADDR", identity_addr.to_string()),
+        ("IDENTITY_NAME", dns(sa)),
+        (
+            "IDENTITY_TOKEN_FILE",
+            ca.dir
+                .path()
+                .join(format!("{sa}.token"))
+                .display()
+                .to_string(),
+        ),
+        ("IDENTITY_TRUST_ANCHORS", ca.pki.trust_anchor_pem.clone()),
+    ]
+}
+
 pub fn service_config(dir: &Path, leaf_lifetime: Duration) -> ServiceConfig {
     ServiceConfig {
         issuer: IssuerFiles {
