@@ -15,6 +15,11 @@
 //! switches per request are read from /proc. Then a closed loop with 64 requests in
 //! flight measures maximum throughput. The proxies' resident memory is read from
 //! /proc idle and at the end of the 5,000 rps steps.
+//!
+//! `BENCH_CALLGRIND=2000` instead runs the proxies and the relays under valgrind's
+//! callgrind and counts the user-space instructions each executes per request over
+//! 2,000 sequential requests: a figure that does not depend on how busy the machine
+//! is (needs `valgrind`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/common/mod.rs"]
@@ -289,26 +294,142 @@ fn relay(listen: &str, target: &str) {
     });
 }
 
-/// Two relays in a chain in front of `target`; returns the first one's address.
-fn relays(target: SocketAddr) -> (SocketAddr, [Child; 2]) {
+/// Two relays in a chain in front of `target`, run under `wrapper` when it is not
+/// empty; returns the first one's address.
+fn relays(target: SocketAddr, wrapper: &[String]) -> (SocketAddr, [Child; 2]) {
     let exe = std::env::current_exe().unwrap();
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let (second, first) = (addr(free_port()), addr(free_port()));
     let spawn = |listen: SocketAddr, to: SocketAddr| {
-        Command::new(&exe)
-            .args(["relay", &listen.to_string(), &to.to_string()])
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&exe);
+                cmd
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(["relay", &listen.to_string(), &to.to_string()])
             .spawn()
             .unwrap()
     };
     let children = [spawn(second, target), spawn(first, second)];
     for a in [second, first] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(a).is_err() {
             assert!(std::time::Instant::now() < deadline, "relay never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     (first, children)
+}
+
+/// Counting instructions with valgrind's callgrind (`BENCH_CALLGRIND=<requests>`).
+struct Callgrind {
+    requests: usize,
+    dir: tempfile::TempDir,
+}
+
+impl Callgrind {
+    fn from_env() -> Option<Self> {
+        let requests = std::env::var("BENCH_CALLGRIND").ok()?.parse().ok()?;
+        Some(Self {
+            requests,
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// The command that runs a program under callgrind.
+    fn wrapper(&self) -> Vec<String> {
+        vec![
+            "valgrind".into(),
+            "--tool=callgrind".into(),
+            format!(
+                "--callgrind-out-file={}/cg.%p",
+                self.dir.path().to_str().unwrap()
+            ),
+        ]
+    }
+
+    fn control(&self, flag: &str, pid: u32) {
+        let ok = Command::new("callgrind_control")
+            .args([flag, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "callgrind_control {flag} {pid} failed");
+    }
+
+    /// The instruction total of `pid`'s latest dump.
+    fn totals(&self, pid: u32) -> u64 {
+        let prefix = format!("cg.{pid}.");
+        let latest = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: u32 = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .max()
+            .expect("no callgrind dump")
+            .1;
+        std::fs::read_to_string(latest)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a totals line")
+    }
+
+    /// Instructions per request in each of `pids` while `conns` sends the requests.
+    async fn per_request(&self, pids: &[u32], conns: &Conns) -> Vec<f64> {
+        // The connection is opened before counting.
+        assert!(conns.send().await, "request failed");
+        for &pid in pids {
+            self.control("-z", pid);
+        }
+        for _ in 0..self.requests {
+            assert!(conns.send().await, "request failed");
+        }
+        pids.iter()
+            .map(|&pid| {
+                self.control("-d", pid);
+                self.totals(pid) as f64 / self.requests as f64
+            })
+            .collect()
+    }
+
+    /// Counts one relay's instructions on the relayed path, and each proxy's on
+    /// the proxied path, for both protocols.
+    async fn report(&self, pids: &[u32; 3], relayed: SocketAddr, proxied: SocketAddr) {
+        println!(
+            "## user-space instructions per request (callgrind, {} sequential requests)\n",
+            self.requests
+        );
+        println!("| proto | one bare relay | outbound proxy | inbound proxy | proxy / relay |");
+        println!("|---|---|---|---|---|");
+        for proto in [Proto::H1, Proto::H2] {
+            let relay = self
+                .per_request(&pids[..1], &Conns::new(proto, relayed).await)
+                .await[0];
+            let proxies = self
+                .per_request(&pids[1..], &Conns::new(proto, proxied).await)
+                .await;
+            println!(
+                "| {proto:?} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                relay,
+                proxies[0],
+                proxies[1],
+                (proxies[0] + proxies[1]) / 2.0 / relay
+            );
+        }
+    }
 }
 
 fn main() {
@@ -356,11 +477,16 @@ async fn bench() {
         ));
         vars
     };
-    let server = ProxyProcess::spawn(&bin, &id_vars("web"));
+    let callgrind = Callgrind::from_env();
+    let wrapper = callgrind
+        .as_ref()
+        .map(Callgrind::wrapper)
+        .unwrap_or_default();
+    let server = ProxyProcess::spawn_under(&wrapper, &bin, &id_vars("web"));
     let mut cvars = id_vars("api");
     cvars.push(("DESTINATION_ADDR", dst_addr.to_string()));
-    let client = ProxyProcess::spawn(&bin, &cvars);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = ProxyProcess::spawn_under(&wrapper, &bin, &cvars);
+    let deadline = Instant::now() + Duration::from_secs(if wrapper.is_empty() { 20 } else { 120 });
     while !(server.ready().await && client.ready().await) {
         assert!(Instant::now() < deadline, "proxies never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -382,6 +508,16 @@ async fn bench() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(cg) = callgrind {
+        let (relayed, mut relay_procs) = relays(app, &wrapper);
+        let pids = [relay_procs[0].id(), client.child.id(), server.child.id()];
+        cg.report(&pids, relayed, client.outbound).await;
+        for c in &mut relay_procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        return;
+    }
     let idle = (client.rss_kb().0, server.rss_kb().0);
 
     // `BENCH_STEPS=H1:2000,H2:5000` runs only those steps; `BENCH_MAX=0` skips the
@@ -395,7 +531,7 @@ async fn bench() {
     println!(
         "## proxy benchmark ({secs}s per step, 2 cores shared by generator, app and both proxies)\n"
     );
-    let (relayed, mut relay_procs) = relays(app);
+    let (relayed, mut relay_procs) = relays(app, &[]);
     println!(
         "Latency added to the direct path by two bare TCP relays (the floor for two extra\n\
          processes on this machine) and by the two proxies (mTLS, HTTP routing, metrics):\n"
@@ -413,7 +549,10 @@ async fn bench() {
             }
             let direct = Conns::new(proto, app).await;
             let d = constant_rate(&direct, rps, secs).await;
+            let relay_pid = relay_procs[0].id();
+            let relay_before = Usage::of(relay_pid);
             let r = constant_rate(&Conns::new(proto, relayed).await, rps, secs).await;
+            let relay_after = Usage::of(relay_pid);
             let proxied = Conns::new(proto, client.outbound).await;
             let before = (Usage::of(client.child.id()), Usage::of(server.child.id()));
             let p = constant_rate(&proxied, rps, secs).await;
@@ -422,6 +561,7 @@ async fn bench() {
             costs.push((
                 proto,
                 rps,
+                relay_before.per_request(relay_after, n),
                 before.0.per_request(after.0, n),
                 before.1.per_request(after.1, n),
             ));
@@ -446,15 +586,23 @@ async fn bench() {
             );
         }
     }
-    println!("\nPer proxied request, in each proxy (CPU time of all threads, context switches):\n");
     println!(
-        "| proto | rps | outbound CPU µs | outbound switches | inbound CPU µs | inbound switches |"
+        "\nPer request, in one bare relay and in each proxy (CPU time of all threads, context switches):\n"
     );
-    println!("|---|---|---|---|---|---|");
-    for (proto, rps, c, s) in costs {
+    println!(
+        "| proto | rps | relay CPU µs | relay switches | outbound CPU µs | outbound switches | inbound CPU µs | inbound switches | proxy/relay CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (proto, rps, r, c, s) in costs {
         println!(
-            "| {proto:?} | {rps} | {:.1} | {:.2} | {:.1} | {:.2} |",
-            c.0, c.1, s.0, s.1
+            "| {proto:?} | {rps} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} |",
+            r.0,
+            r.1,
+            c.0,
+            c.1,
+            s.0,
+            s.1,
+            (c.0 + s.0) / 2.0 / r.0.max(0.1)
         );
     }
     if std::env::var("BENCH_MAX").as_deref() != Ok("0") {

@@ -19,7 +19,7 @@ pub const TRANSPORT_ALPN: &[u8] = b"transport.l5d.io/v1";
 
 /// The header every HTTP request carries on the server side with the client's
 /// authenticated identity.
-pub const CLIENT_ID_HEADER: &str = "l5d-client-id";
+pub const CLIENT_ID_HEADER: http::HeaderName = http::HeaderName::from_static("l5d-client-id");
 
 /// A source of the proxy's current TLS configuration.
 pub trait TlsProvider: Send + Sync + fmt::Debug + 'static {

@@ -101,16 +101,16 @@ impl Drop for Pending {
 pin_project! {
     /// A gRPC response body that classifies the response by its trailers.
     #[derive(Debug)]
-    pub struct ClassifyBody {
+    pub struct ClassifyBody<B = Incoming> {
         #[pin]
-        inner: Incoming,
+        inner: B,
         pending: Pending,
     }
 }
 
-impl ClassifyBody {
+impl<B> ClassifyBody<B> {
     /// Wraps `inner`; the response with HTTP `status` is counted when it ends.
-    pub fn new(inner: Incoming, recorder: Arc<Recorder>, status: u16) -> Self {
+    pub fn new(inner: B, recorder: Arc<Recorder>, status: u16) -> Self {
         Self {
             inner,
             pending: Pending(Some((recorder, status))),
@@ -118,14 +118,14 @@ impl ClassifyBody {
     }
 }
 
-impl HttpBody for ClassifyBody {
+impl<B: HttpBody<Data = Bytes>> HttpBody for ClassifyBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let res = ready!(this.inner.poll_frame(cx));
         match &res {

@@ -1,10 +1,7 @@
-//! Connections to one endpoint: TCP, optionally mTLS with a transport header, and
-//! pooled HTTP/1 and HTTP/2 clients on top.
+//! Connections to one endpoint: TCP, optionally mTLS with a transport header.
 
 use std::{
-    fmt,
-    future::Future,
-    io,
+    fmt, io,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -12,14 +9,6 @@ use std::{
     time::Duration,
 };
 
-use http::Uri;
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{Connected, Connection},
-    },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
 use tokio::net::TcpStream;
 
 use crate::{
@@ -100,8 +89,7 @@ pub struct TlsTarget {
     pub header: Option<TransportHeader>,
 }
 
-/// Opens connections to one destination; a `Service<Uri>` for hyper's pool, which
-/// ignores the URI.
+/// Opens connections to one destination.
 #[derive(Clone)]
 pub struct Connector {
     dest: Dest,
@@ -233,87 +221,4 @@ impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Tracked<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().io.poll_shutdown(cx)
     }
-}
-
-/// A connection as hyper's pool sees it.
-pub struct Conn(TokioIo<BoxIo>);
-
-impl fmt::Debug for Conn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Conn")
-    }
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<Conn, ConnectError>> + Send>>;
-
-impl tower::Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = ConnectError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect().await.map(|io| Conn(TokioIo::new(io))) })
-    }
-}
-
-/// A pooled HTTP client over one connector.
-pub type HttpClient = Client<Connector, crate::retry::ReqBody>;
-
-/// Builds a pooled client; `h2` selects HTTP/2 with prior knowledge.
-pub fn client(connector: Connector, h2: bool) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .http2_only(h2)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .http2_keep_alive_timeout(Duration::from_secs(20))
-        .build(connector)
 }

@@ -4,9 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, uri::Authority,
+    HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    uri::Authority,
 };
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::{
     Body, ORIG_PROTO_HEADER, ProxyError, boxed,
     classify::{ClassifyBody, Recorder, grpc_ok},
-    client::{Connector, HttpClient},
+    client::Connector,
+    pool::{Http1Pool, Http2Conn},
 };
 use crate::{
     metrics::{HttpLabels, Metrics},
@@ -24,8 +25,8 @@ use crate::{
 /// The clients and metric handles of one endpoint, built once when discovery adds it.
 #[derive(Debug)]
 pub struct EndpointClients {
-    h1: HttpClient,
-    h2: HttpClient,
+    h1: Arc<Http1Pool>,
+    h2: Http2Conn,
     /// Opens opaque connections to the endpoint.
     pub tcp: Connector,
     upgrade_h1: bool,
@@ -44,8 +45,8 @@ impl EndpointClients {
     ) -> Self {
         let [h1, h2, tcp] = connectors;
         Self {
-            h1: super::client::client(h1, false),
-            h2: super::client::client(h2, true),
+            h1: Http1Pool::new(h1),
+            h2: Http2Conn::new(h2),
             tcp,
             upgrade_h1,
             requests: metrics.requests.get_or_create_owned(&labels),
@@ -65,10 +66,10 @@ impl EndpointClients {
         let start = Instant::now();
         let upgrade = is_upgrade(&req);
         let mut orig_version = None;
-        let client = if upgrade {
-            &self.h1
+        let h2 = if upgrade {
+            false
         } else if req.version() == Version::HTTP_2 {
-            &self.h2
+            true
         } else if self.upgrade_h1 {
             let v = req.version();
             let proto = if v == Version::HTTP_10 {
@@ -81,18 +82,24 @@ impl EndpointClients {
                 .insert(ORIG_PROTO_HEADER, HeaderValue::from_static(proto));
             *req.version_mut() = Version::HTTP_2;
             orig_version = Some(v);
-            &self.h2
+            true
         } else {
             strip_hop_by_hop(req.headers_mut());
-            &self.h1
+            false
         };
-        if let Some(uri) = absolute(req.uri(), authority) {
+        if h2 && let Some(uri) = absolute(req.uri(), authority) {
             *req.uri_mut() = uri;
         }
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let is_connect = req.method() == Method::CONNECT;
 
-        let sent = client.request(req);
+        let sent = async {
+            if h2 {
+                self.h2.send(req).await
+            } else {
+                self.h1.send(req, authority).await
+            }
+        };
         let res = match timeout {
             Some(t) => tokio::time::timeout(t, sent)
                 .await
@@ -104,11 +111,7 @@ impl EndpointClients {
             Err(e) => {
                 self.recorder.latency(0, false, start);
                 self.recorder.response(0, false);
-                return Err(if e.is_connect() {
-                    ProxyError::Connect(e.into())
-                } else {
-                    ProxyError::Upstream(e.into())
-                });
+                return Err(e);
             }
         };
         let status = rsp.status();
@@ -145,7 +148,7 @@ impl EndpointClients {
             let code = status.as_u16();
             return Ok(rsp.map(|b| boxed(ClassifyBody::new(b, rec, code))));
         }
-        Ok(rsp.map(boxed::<Incoming>))
+        Ok(rsp.map(boxed))
     }
 }
 
@@ -173,32 +176,41 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// Removes the headers that describe one hop only.
 pub fn strip_hop_by_hop(h: &mut http::HeaderMap) {
-    let named: Vec<_> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| header::HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    if let header::Entry::Occupied(e) = h.entry(header::CONNECTION) {
+        let (_, values) = e.remove_entry_mult();
+        let values: Vec<HeaderValue> = values.collect();
+        let named = values
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for n in named {
+            if let Ok(n) = HeaderName::from_bytes(n.trim().as_bytes()) {
+                h.remove(n);
+            }
+        }
     }
-    for n in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
+    for n in [KEEP_ALIVE, PROXY_CONNECTION, header::UPGRADE] {
         h.remove(n);
     }
 }
 
+/// The absolute URI an HTTP/2 request needs, when `uri` lacks the scheme or the
+/// authority.
 fn absolute(uri: &Uri, authority: &Authority) -> Option<Uri> {
     if uri.scheme().is_some() && uri.authority().is_some() {
         return None;
     }
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
-        .path_and_query(pq)
-        .build()
-        .ok()
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).ok()
 }
 
 #[cfg(test)]

@@ -2,18 +2,21 @@
 //! connection with hyper, errors rescued into responses, and Linkerd's headers.
 //!
 //! # Layout
-//! - [`client`]: per-endpoint connectors and pooled HTTP/1 and HTTP/2 clients.
+//! - [`client`]: per-endpoint connectors: TCP, optionally mTLS with a transport
+//!   header.
+//! - [`pool`]: an endpoint's reused HTTP/1 and HTTP/2 connections.
 //! - [`classify`]: response metrics, classifying gRPC by its trailers.
 //! - [`forward`]: sending one request to an endpoint, with upgrades and metrics.
 
 pub mod classify;
 pub mod client;
 pub mod forward;
+pub mod pool;
 
 use std::{convert::Infallible, io, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header, uri::Authority};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header, uri::Authority};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, server::conn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,7 +33,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// The header naming why the proxy answered instead of the application.
 pub const PROXY_ERROR_HEADER: &str = "l5d-proxy-error";
 /// The header marking an HTTP/1 request carried over HTTP/2 between proxies.
-pub const ORIG_PROTO_HEADER: &str = "l5d-orig-proto";
+pub const ORIG_PROTO_HEADER: HeaderName = HeaderName::from_static("l5d-orig-proto");
 
 /// Boxes any body.
 pub fn boxed<B>(body: B) -> Body

@@ -33,9 +33,22 @@ impl ProxyProcess {
     /// Starts `bin` on fresh loopback ports, with `vars` named without the
     /// `LINKERD_LITE_PROXY_` prefix.
     pub fn spawn(bin: &Path, vars: &[(&str, String)]) -> Self {
+        Self::spawn_under(&[], bin, vars)
+    }
+
+    /// Like [`Self::spawn`], run under `wrapper` (a program and its arguments, such
+    /// as a profiler), when not empty.
+    pub fn spawn_under(wrapper: &[String], bin: &Path, vars: &[(&str, String)]) -> Self {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
         let (outbound, inbound, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.env_clear()
             .env(
                 "LINKERD_LITE_PROXY_OUTBOUND_LISTEN_ADDR",
