@@ -19,7 +19,8 @@
 //! `BENCH_CALLGRIND=2000` instead runs the proxies and the relays under valgrind's
 //! callgrind and counts the user-space instructions each executes per request over
 //! 2,000 sequential requests: a figure that does not depend on how busy the machine
-//! is (needs `valgrind`).
+//! is (needs `valgrind`). `BENCH_CALLGRIND_DIR=<dir>` keeps the dumps there for
+//! `callgrind_annotate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/common/mod.rs"]
@@ -333,9 +334,17 @@ struct Callgrind {
 impl Callgrind {
     fn from_env() -> Option<Self> {
         let requests = std::env::var("BENCH_CALLGRIND").ok()?.parse().ok()?;
+        let mut dir = tempfile::Builder::new().prefix("bench-callgrind").tempdir();
+        if let Ok(keep) = std::env::var("BENCH_CALLGRIND_DIR") {
+            std::fs::create_dir_all(&keep).unwrap();
+            dir = tempfile::Builder::new()
+                .prefix("bench-callgrind")
+                .disable_cleanup(true)
+                .tempdir_in(keep);
+        }
         Some(Self {
             requests,
-            dir: tempfile::tempdir().unwrap(),
+            dir: dir.unwrap(),
         })
     }
 
