@@ -30,7 +30,8 @@
 //! | `HTTP_RESPONSE_TIMEOUT` | unset | a response's headers must arrive within it, else 504; an outbound policy rule's `timeouts.response` overrides it |
 //! | `FAILFAST_TIMEOUT` | `3s` | how long a request waits for an endpoint before 503 (a policy backend's `queue.failfast_timeout` overrides it); also the longest a new target's first request waits for its policy and profile |
 //! | `MAX_PENDING_REQUESTS` | `10000` | requests allowed to wait for an endpoint per target; more fail at once with 503 (a policy backend's `queue.capacity` overrides it) |
-//! | `HEADER_READ_TIMEOUT` | `10s` | a client must send a request's headers within it (slowloris) |
+//! | `HEADER_READ_TIMEOUT` | `10s` | a client must send a request's headers within it (slowloris); an idle HTTP/1 keep-alive connection is closed after it |
+//! | `HTTP2_IDLE_TIMEOUT` | `120s` | an HTTP/2 client connection with no request in progress for this long gets GOAWAY and is closed (idle or slow clients; streaming requests keep it open) |
 //! | `MAX_HEADER_BYTES` | `65536` | largest request line plus headers accepted |
 //! | `CACHE_IDLE_TIMEOUT` | `60s` | an unused target's discovery stream and balancer are dropped after it |
 //! | `SHUTDOWN_GRACE_PERIOD` | `30s` | in-flight work allowed to finish after SIGTERM |
@@ -150,6 +151,8 @@ pub struct Config {
     pub max_pending_requests: usize,
     /// Deadline for a client to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long an HTTP/2 client connection may carry no request.
+    pub http2_idle_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
     /// Idle time after which a target's discovery and balancer are dropped.
@@ -184,6 +187,7 @@ impl Default for Config {
             failfast_timeout: Duration::from_secs(3),
             max_pending_requests: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            http2_idle_timeout: Duration::from_secs(120),
             max_header_bytes: 64 * 1024,
             cache_idle_timeout: Duration::from_secs(60),
             shutdown_grace_period: Duration::from_secs(30),
@@ -255,6 +259,9 @@ impl Config {
             header_read_timeout: env
                 .duration("HEADER_READ_TIMEOUT")?
                 .unwrap_or(d.header_read_timeout),
+            http2_idle_timeout: env
+                .positive_duration("HTTP2_IDLE_TIMEOUT")?
+                .unwrap_or(d.http2_idle_timeout),
             max_header_bytes: env.parse("MAX_HEADER_BYTES")?.unwrap_or(d.max_header_bytes),
             cache_idle_timeout: env
                 .duration("CACHE_IDLE_TIMEOUT")?
@@ -333,6 +340,16 @@ impl Env<'_> {
             .transpose()
     }
 
+    fn positive_duration(&self, short: &str) -> Result<Option<Duration>, EnvError> {
+        match self.duration(short)? {
+            Some(d) if d.is_zero() => {
+                let v = self.get(short).unwrap_or_default();
+                Err(Self::invalid(short, &v, "must be longer than zero"))
+            }
+            d => Ok(d),
+        }
+    }
+
     fn ports(&self, short: &str) -> Result<Option<BTreeSet<u16>>, EnvError> {
         let Some(v) = (self.lookup)(&Self::name(short)) else {
             return Ok(None);
@@ -398,6 +415,7 @@ mod tests {
     fn values_are_parsed() {
         let c = cfg(&[
             ("DETECT_TIMEOUT", "250ms"),
+            ("HTTP2_IDLE_TIMEOUT", "5m"),
             ("INBOUND_OPAQUE_PORTS", "25, 8000-8002"),
             ("OUTBOUND_OPAQUE_PORTS", ""),
             ("INBOUND_DEFAULT_POLICY", "deny"),
@@ -405,6 +423,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        assert_eq!(c.http2_idle_timeout, Duration::from_secs(300));
         assert_eq!(
             c.inbound_opaque_ports.into_iter().collect::<Vec<_>>(),
             vec![25, 8000, 8001, 8002]
@@ -427,6 +446,13 @@ mod tests {
         assert!(
             err.contains("LINKERD_LITE_PROXY_INBOUND_LISTEN_ADDR"),
             "{err}"
+        );
+        let err = cfg(&[("HTTP2_IDLE_TIMEOUT", "0s")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "LINKERD_LITE_PROXY_HTTP2_IDLE_TIMEOUT=\"0s\": must be longer than zero"
         );
         let err = cfg(&[("INBOUND_OPAQUE_PORTS", "25,70000")])
             .unwrap_err()

@@ -5,12 +5,14 @@
 //! - [`client`]: per-endpoint connectors: TCP, optionally mTLS with a transport
 //!   header.
 //! - [`pool`]: an endpoint's reused HTTP/1 and HTTP/2 connections.
+//! - [`idle`]: closing HTTP/2 server connections that carry no request.
 //! - [`classify`]: response metrics, classifying gRPC by its trailers.
 //! - [`forward`]: sending one request to an endpoint, with upgrades and metrics.
 
 pub mod classify;
 pub mod client;
 pub mod forward;
+pub mod idle;
 pub mod pool;
 
 use std::{convert::Infallible, io, time::Duration};
@@ -169,6 +171,8 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Largest request head.
     pub max_header_bytes: usize,
+    /// How long an HTTP/2 connection may carry no request before GOAWAY.
+    pub http2_idle_timeout: Duration,
 }
 
 /// Serves one accepted connection until it ends; on `shutdown`, stops taking new
@@ -189,18 +193,30 @@ where
 {
     let io = TokioIo::new(io);
     if protocol == Protocol::Http2 {
+        let activity = idle::Activity::default();
         let conn = conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
-            .serve_connection(io, svc);
+            .serve_connection(io, activity.track(svc));
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
             _ = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = activity.idle(limits.http2_idle_timeout) => {
+                tracing::debug!("closing an HTTP/2 connection that carried no request");
+                conn.as_mut().graceful_shutdown();
+                // A peer that never answers the GOAWAY's PING (or never finishes
+                // its headers) would hold the graceful close open: after another
+                // idle period with no request, the connection is dropped.
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = activity.idle(limits.http2_idle_timeout) => Ok(()),
+                }
             }
         }
     } else {

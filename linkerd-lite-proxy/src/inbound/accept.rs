@@ -270,6 +270,7 @@ async fn dispatch(
     let limits = proxy_http::ServerLimits {
         header_read_timeout: inbound.config.header_read_timeout,
         max_header_bytes: inbound.config.max_header_bytes,
+        http2_idle_timeout: inbound.config.http2_idle_timeout,
     };
     proxy_http::log_conn_result(proxy_http::serve(io, protocol, svc, limits, shutdown).await);
     Ok(())

@@ -85,6 +85,7 @@ async fn handle(
             let limits = proxy_http::ServerLimits {
                 header_read_timeout: outbound.config.header_read_timeout,
                 max_header_bytes: outbound.config.max_header_bytes,
+                http2_idle_timeout: outbound.config.http2_idle_timeout,
             };
             proxy_http::log_conn_result(proxy_http::serve(io, proto, svc, limits, shutdown).await);
         }
