@@ -25,7 +25,7 @@ use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::{Body, BoxError, boxed};
+use super::{Body, BoxError};
 
 /// Requests in progress on one connection, and since when it has had none.
 #[derive(Clone, Debug)]
@@ -108,7 +108,7 @@ impl<S> hyper::service::Service<Request<hyper::body::Incoming>> for Tracked<S>
 where
     S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<Body>>,
 {
-    type Response = Response<Body>;
+    type Response = Response<GuardedBody>;
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
@@ -133,19 +133,19 @@ impl<F, E> Future for TrackedFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
 {
-    type Output = Result<Response<Body>, E>;
+    type Output = Result<Response<GuardedBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let rsp = ready!(this.inner.poll(cx))?;
         let guard = this.guard.take();
-        Poll::Ready(Ok(rsp.map(|inner| boxed(GuardedBody { inner, guard }))))
+        Poll::Ready(Ok(rsp.map(|inner| GuardedBody { inner, guard })))
     }
 }
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request in progress until it ends.
-    struct GuardedBody {
+    pub struct GuardedBody {
         #[pin]
         inner: Body,
         guard: Option<Guard>,

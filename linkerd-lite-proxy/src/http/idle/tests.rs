@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::{
     detect::Protocol,
-    http::{ServerLimits, serve},
+    http::{ServerLimits, boxed, serve},
 };
 
 const IDLE: Duration = Duration::from_secs(1);
