@@ -42,7 +42,7 @@ use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use proxy_process::{ProxyProcess, free_port};
+use proxy_process::{ProxyProcess, command_under, free_port};
 use tokio::{sync::Mutex, time::Instant};
 
 const AUTHORITY: &str = "web.bench:80";
@@ -302,15 +302,8 @@ fn relays(target: SocketAddr, wrapper: &[String]) -> (SocketAddr, [Child; 2]) {
     let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let (second, first) = (addr(free_port()), addr(free_port()));
     let spawn = |listen: SocketAddr, to: SocketAddr| {
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(&exe);
-                cmd
-            }
-            None => Command::new(&exe),
-        };
-        cmd.args(["relay", &listen.to_string(), &to.to_string()])
+        command_under(wrapper, &exe)
+            .args(["relay", &listen.to_string(), &to.to_string()])
             .spawn()
             .unwrap()
     };

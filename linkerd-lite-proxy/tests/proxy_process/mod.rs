@@ -21,6 +21,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A command running `program` under `wrapper` (a program and its arguments, such as
+/// a profiler), or directly when `wrapper` is empty.
+pub fn command_under(wrapper: &[String], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((w, args)) => {
+            let mut cmd = Command::new(w);
+            cmd.args(args).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A running proxy process; killed when dropped.
 pub struct ProxyProcess {
     pub child: Child,
@@ -41,14 +54,7 @@ impl ProxyProcess {
     pub fn spawn_under(wrapper: &[String], bin: &Path, vars: &[(&str, String)]) -> Self {
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
         let (outbound, inbound, admin) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let mut cmd = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = command_under(wrapper, bin);
         cmd.env_clear()
             .env(
                 "LINKERD_LITE_PROXY_OUTBOUND_LISTEN_ADDR",
